@@ -1,0 +1,84 @@
+"""Checkpoints: safetensors weights + JSON metadata. Loading never executes code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .errors import CheckpointError
+from .models import Classifier, create_model
+from .utils import atomic_write_bytes, write_json
+
+FORMAT = "lungxray-checkpoint/1"
+
+
+def save_checkpoint(path_stem: str | Path, model: Classifier, meta: dict) -> Path:
+    """Write `<stem>.safetensors` then `<stem>.json` (the JSON last, so its presence means both are complete)."""
+    stem = Path(path_stem)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(stem.with_suffix(".safetensors"), st_save(tensors, metadata={"format": FORMAT}))
+    full = {
+        "format": FORMAT,
+        "version": __version__,
+        "model": model.name,
+        "model_args": model.model_args,
+        "classes": list(model.classes),
+        "spec": model.spec.to_dict(),
+        "image_size": list(model.spec.input_size),
+        "normalization": {"mean": model.spec.mean, "std": model.spec.std, "input_range": [0.0, 1.0]},
+        "temperature": 1.0,
+        **meta,
+    }
+    write_json(stem.with_suffix(".json"), full)
+    return stem.with_suffix(".safetensors")
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> tuple[Path, Path]:
+    """Accept a run folder, a `.safetensors` file or its `.json`; return (weights, metadata) paths."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / f"{which}.safetensors"
+    if p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    meta = p.with_suffix(".json")
+    if p.suffix not in (".safetensors",):
+        raise CheckpointError(f"{path}: give a run folder or a .safetensors file (pickled .pt/.pth models are not loaded)")
+    if not p.is_file() or not meta.is_file():
+        raise CheckpointError(f"{path}: no checkpoint found (expected {p.name} and {meta.name})")
+    return p, meta
+
+
+def load_checkpoint(path: str | Path, which: str = "best") -> tuple[Classifier, dict]:
+    """Rebuild the model from metadata and load its weights (strict). Returns (model in eval mode, metadata)."""
+    weights, meta_path = resolve_checkpoint(path, which)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable metadata ({exc})") from None
+    if not str(meta.get("format", "")).startswith("lungxray-checkpoint/"):
+        raise CheckpointError(f"{meta_path}: not a lungxray checkpoint")
+    model = create_model(meta["model"], input_size=meta["image_size"], classes=meta["classes"], **meta.get("model_args", {}))
+    try:
+        state = st_load(weights.read_bytes())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: corrupt weights ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not match model {meta['model']} ({str(exc)[:300]})") from None
+    model.eval()
+    return model, meta
+
+
+def load_state(path: str | Path) -> dict:
+    """Load a resumable training state (`torch.load(weights_only=True)`: tensors and plain data only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError... for unsafe or corrupt files
+        raise CheckpointError(f"{path}: refused or unreadable training state ({str(exc).splitlines()[0][:200]})") from None

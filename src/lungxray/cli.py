@@ -1,0 +1,247 @@
+"""Command line: parse, call one library function, print. Errors the user can fix print without a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import LungxrayError
+
+DEFAULT_DATA = "../shared/data/covid19-radiography"
+
+
+def _size(value: int | None) -> tuple[int, int]:
+    return (int(value), int(value))
+
+
+class _Group(click.Group):
+    """Turns LungxrayError into a one-line message and exit code 2 instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LungxrayError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lungxray")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """lungxray: COVID-19 / Normal / Viral Pneumonia chest X-ray classification."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+@main.group()
+def data() -> None:
+    """Inspect a dataset and make leakage-free splits."""
+
+
+_classes_opt = click.option(
+    "--classes", default=None, help="Comma-separated classes (default: COVID,Normal,Viral Pneumonia; Lung_Opacity may be added)."
+)
+
+
+def _parse_classes(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def _print_inspection(rep: dict) -> None:
+    click.echo(f"dataset: {rep['root']}")
+    click.echo(f"classes: {', '.join(rep['classes'])}   images: {rep['total_images']}")
+    header = f"{'class':<16} {'folder':<16} {'images':>6} {'readable':>8} {'masks':>6} {'near-dup':>8}  sizes / modes"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for cls, c in rep["per_class"].items():
+        sizes = ", ".join(f"{k} ({v})" for k, v in c["sizes"].items())
+        modes = ", ".join(f"{k} ({v})" for k, v in c["modes"].items())
+        click.echo(
+            f"{cls:<16} {c['folder']:<16} {c['images']:>6} {c['readable']:>8} {c['with_mask']:>6} "
+            f"{c['near_duplicate_images']:>8}  {sizes}; {modes}"
+        )
+    nd = rep["near_duplicates"]
+    click.echo(
+        f"near-duplicates (dHash <= {nd['max_distance_bits']} bits): {nd['images']} images in {nd['groups']} groups, "
+        f"{nd['pairs']} pairs ({nd['exact_hash_pairs']} identical hashes, {nd['cross_class_pairs']} across classes)"
+    )
+    for ex in nd["examples"]:
+        click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  ({ex['distance']} bits)")
+    without = sum(c["images"] - c["with_mask"] for c in rep["per_class"].values())
+    if without:
+        click.echo(f"images without a mask: {without} (kept; masks are paired by file name)")
+    for key, label in (
+        ("unreadable", "unreadable images (skipped)"),
+        ("unreadable_masks", "unreadable masks (ignored)"),
+        ("masks_without_image", "masks without an image"),
+        ("non_image_files", "non-image files (ignored)"),
+        ("ignored_class_folders", "class folders not requested (ignored)"),
+    ):
+        items = rep[key]
+        if items:
+            click.echo(f"{label}: {len(items)}")
+            for it in items[:5]:
+                click.echo(f"  {it['error'] if isinstance(it, dict) else it}")
+
+
+@data.command("inspect")
+@click.argument("path", type=click.Path(), default=DEFAULT_DATA)
+@_classes_opt
+@click.option("--max-distance", default=4, show_default=True, help="Near-duplicate Hamming distance (bits of a 256-bit dHash).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def data_inspect(path: str, classes: str | None, max_distance: int, as_json: bool) -> None:
+    """Summarise a COVID-19 Radiography Database folder (or any parent of it)."""
+    from .data import inspect_dataset
+
+    rep = inspect_dataset(path, _parse_classes(classes), max_distance=max_distance, progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        _print_inspection(rep)
+
+
+@data.command("split")
+@click.argument("path", type=click.Path(), default=DEFAULT_DATA)
+@click.option("--out", required=True, type=click.Path(), help="Manifest CSV to write.")
+@_classes_opt
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val", "val_frac", default=0.1, show_default=True, help="Validation fraction.")
+@click.option("--test", "test_frac", default=0.2, show_default=True, help="Test fraction.")
+@click.option("--per-class", default=None, type=int, help="Cap images per class (subsampled before splitting).")
+@click.option("--max-distance", default=4, show_default=True, help="Near-duplicate Hamming distance in bits.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_distance, overwrite) -> None:
+    """Write a stratified train/val/test manifest that never separates near-duplicates."""
+    from .data import split_dataset
+
+    res = split_dataset(
+        path, out, _parse_classes(classes), (1 - val_frac - test_frac, val_frac, test_frac), seed, per_class,
+        max_distance, overwrite=overwrite, progress=sys.stderr.isatty(),
+    )
+    counts = res.counts()
+    click.echo(f"{'class':<16} {'train':>6} {'val':>6} {'test':>6}")
+    for cls, c in counts.items():
+        click.echo(f"{cls:<16} {c.get('train', 0):>6} {c.get('val', 0):>6} {c.get('test', 0):>6}")
+    grouped = len({i for p in res.pairs for i in p[:2]})
+    click.echo(f"near-duplicate images kept together: {grouped} ({len(res.pairs)} pairs), across splits: 0")
+    if res.skipped:
+        click.echo(f"skipped {len(res.skipped)} unreadable image(s), e.g. {res.skipped[0][1]}")
+    click.echo(f"wrote {out} ({len(res.rows)} rows, fingerprint {res.fingerprint})")
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict:
+    """--set key=value pairs; values parsed as TOML scalars when possible ("3" -> 3, "true" -> True)."""
+    from .config import tomllib
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@main.command("train")
+@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path(), help="Dataset folder (or a parent).")
+@click.option("--split", "split_csv", type=click.Path(), help="Manifest from `lungxray data split` (default: a seeded split made now).")
+@click.option("--model", default=None, help="Registered model name (see `lungxray models`).")
+@click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/seed/cnn.toml).")
+@click.option("--out", type=click.Path(), help="Run folder (default runs/<model>).")
+@click.option("--masks", type=click.Choice(["none", "provided", "predicted"]), default=None)
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--image-size", type=int)
+@click.option("--per-class", type=int)
+@click.option("--scheduler", type=click.Choice(["none", "plateau", "cosine", "onecycle"]), default=None)
+@click.option("--augment/--no-augment", default=None)
+@click.option("--l2", type=float)
+@click.option("--seed", type=int)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config setting, e.g. --set label_smoothing=0.1")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
+              augment, l2, seed, sets, resume, overwrite) -> None:
+    """Train a classifier; validation drives early stopping, checkpoint choice and the scheduler."""
+    from .config import load_config
+    from .train import train
+
+    overrides = {
+        "model": model, "masks": masks, "epochs": epochs, "batch_size": batch_size, "lr": lr, "image_size": image_size,
+        "per_class": per_class, "scheduler": scheduler, "augment": augment, "l2": l2, "seed": seed, **_parse_sets(sets),
+    }
+    cfg = load_config(config_file, overrides)
+    out = out or f"runs/{cfg.model}"
+    try:
+        run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the last complete epoch is saved. Continue with: lungxray train --out {out} --data {data} --resume", err=True)
+        raise SystemExit(130)
+    click.echo(f"run saved in {run} (best.safetensors, history.csv, curves.png); next: lungxray evaluate {run} --data {data}")
+
+
+@main.command("evaluate")
+@click.argument("run", type=click.Path())
+@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--manifest", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT).")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
+def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap) -> None:
+    """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
+    from .evaluate import evaluate_run
+
+    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=sys.stderr.isatty())
+    lo, hi = m["accuracy_ci"]
+    click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "
+               f"macro F1 {m['macro']['f1']:.4f}  macro AUC {_fmt(m['macro']['auc'])}  ECE {m['ece']:.4f}")
+    for cls, c in m["per_class"].items():
+        click.echo(f"  {cls:<16} precision {c['precision']:.3f}  sensitivity {c['recall']:.3f}  "
+                   f"specificity {c['specificity']:.3f}  F1 {c['f1']:.3f}  AUC {_fmt(c['auc'])}")
+    click.echo(f"report: {Path(out) if out else Path(run) / f'eval-{split_name}'}/report.html")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """List registered models."""
+    from .models import get_spec, list_models
+
+    for name in list_models():
+        click.echo(f"{name:<12} {get_spec(name).description}")
+
+
+@main.command("experiments")
+@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@click.option("--out", default="runs/experiments", show_default=True, type=click.Path())
+@click.option("--config", "configs", multiple=True, type=click.Path(), help="Configs to compare (default: configs/seed/*.toml).")
+@click.option("--split", "split_csv", type=click.Path(), help="Shared manifest (default: made once in OUT/split.csv).")
+@click.option("--epochs", type=int, help="Override every config's epochs.")
+@click.option("--image-size", type=int, help="Override every config's image size.")
+@click.option("--per-class", type=int)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def experiments_cmd(data, out, configs, split_csv, epochs, image_size, per_class, sets) -> None:
+    """Train + evaluate the five seed models on one split; write a comparison table, figure and report."""
+    from .experiments import run_experiments
+
+    overrides = {"epochs": epochs, "image_size": image_size, "per_class": per_class, **_parse_sets(sets)}
+    rows = run_experiments(data, out, list(configs) or None, split_csv, overrides, progress=True)
+    click.echo(Path(out, "comparison.md").read_text())
+    click.echo(f"report: {Path(out) / 'report.html'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

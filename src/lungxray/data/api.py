@@ -1,0 +1,189 @@
+"""The dataset commands as library calls: inspect, split, and loading a split for training."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+from .cache import Prepared, prepare
+from .discovery import DatasetIndex, Sample, scan_dataset
+from .split import (
+    ManifestRow,
+    cap_per_class,
+    cross_split_pairs,
+    make_split,
+    manifest_fingerprint,
+    read_manifest,
+    write_manifest,
+)
+from .hashing import group_near_duplicates, near_duplicate_pairs
+
+
+def inspect_dataset(
+    path: str | Path,
+    classes: tuple[str, ...] | list[str] | None = None,
+    max_distance: int = 4,
+    size: tuple[int, int] = (256, 256),
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    examples: int = 3,
+) -> dict:
+    """Summarise a dataset: per class counts, masks, image sizes/modes, unreadable files, near-duplicates.
+
+    Returns a JSON-serialisable dict (also what `lungxray data inspect --json` prints).
+    """
+    index = scan_dataset(path, classes)
+    prep = prepare(index.samples, index.root, size, cache_dir, progress=progress, desc="inspecting")
+    ok = np.nonzero(prep.ok)[0]
+    pairs = near_duplicate_pairs(prep.hashes[ok], max_distance)
+    pairs = [(int(ok[i]), int(ok[j]), d) for i, j, d in pairs]
+    groups = group_near_duplicates(len(index.samples), pairs)
+    in_pairs: set[int] = {i for p in pairs for i in p[:2]}
+    per_class: dict[str, dict] = {}
+    for cls in index.classes:
+        idx = [i for i, s in enumerate(index.samples) if s.label == cls]
+        sizes = Counter(
+            "x".join(str(v) for v in reversed(prep.info[i].get("orig", [])))
+            for i in idx
+            if prep.ok[i] and prep.info[i].get("orig")
+        )
+        modes = Counter(prep.info[i].get("mode", "?") for i in idx if prep.ok[i])
+        mask_sizes = Counter(
+            "x".join(str(v) for v in reversed(prep.info[i]["mask_orig"]))
+            for i in idx
+            if prep.info[i].get("mask_orig")
+        )
+        member_groups = Counter(int(groups[i]) for i in idx if i in in_pairs)
+        per_class[cls] = {
+            "folder": index.class_dirs[cls],
+            "layout": index.layout[cls],
+            "images": len(idx),
+            "readable": int(prep.ok[idx].sum()),
+            "with_mask": sum(1 for i in idx if index.samples[i].mask_path),
+            "usable_masks": int((prep.mask_rows[idx] >= 0).sum()),
+            "sizes": dict(sizes.most_common(5)),
+            "modes": dict(modes),
+            "mask_sizes": dict(mask_sizes.most_common(3)),
+            "near_duplicate_images": sum(1 for i in idx if i in in_pairs),
+            "near_duplicate_groups": len(member_groups),
+        }
+    by_dist = sorted(pairs, key=lambda p: (p[2], p[0]))
+    return {
+        "root": str(index.root),
+        "classes": list(index.classes),
+        "total_images": len(index.samples),
+        "per_class": per_class,
+        "unreadable": [{"path": p, "error": e} for p, e in prep.failures],
+        "unreadable_masks": [{"path": p, "error": e} for p, e in prep.mask_failures],
+        "masks_without_image": index.masks_without_image,
+        "non_image_files": index.non_image_files,
+        "ignored_class_folders": index.ignored_dirs,
+        "near_duplicates": {
+            "max_distance_bits": max_distance,
+            "pairs": len(pairs),
+            "images": len(in_pairs),
+            "groups": len({int(groups[i]) for i in in_pairs}),
+            "exact_hash_pairs": sum(1 for p in pairs if p[2] == 0),
+            "cross_class_pairs": sum(1 for i, j, _ in pairs if index.samples[i].label != index.samples[j].label),
+            "examples": [
+                {"a": index.samples[i].path, "b": index.samples[j].path, "distance": d} for i, j, d in by_dist[:examples]
+            ],
+        },
+    }
+
+
+@dataclass
+class SplitResult:
+    rows: list[ManifestRow]
+    pairs: list[tuple[int, int, int]]
+    skipped: list[tuple[str, str]]
+    fingerprint: str
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for r in self.rows:
+            out[r.label][r.split] = out[r.label].get(r.split, 0) + 1
+        return dict(out)
+
+
+def split_dataset(
+    path: str | Path,
+    out: str | Path | None = None,
+    classes: tuple[str, ...] | list[str] | None = None,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    per_class: int | None = None,
+    max_distance: int = 4,
+    size: tuple[int, int] = (256, 256),
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SplitResult:
+    """Make a stratified, near-duplicate-grouped split and (optionally) write it as a manifest CSV.
+
+    Unreadable images are left out of the manifest (and reported), so every later command can trust it.
+    """
+    if out is not None and Path(out).exists() and not overwrite:
+        raise DatasetError(f"{out} exists; choose another --out or pass --overwrite")
+    index = scan_dataset(path, classes)
+    samples = cap_per_class(index.samples, per_class, seed)
+    prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="hashing")
+    keep = np.nonzero(prep.ok)[0]
+    kept = [samples[i] for i in keep]
+    rows, pairs = make_split(kept, prep.hashes[keep], fractions, seed, max_distance)
+    assert not cross_split_pairs(rows, pairs), "near-duplicates split apart"
+    digests = [prep.digests[i] for i in keep]
+    result = SplitResult(rows, pairs, prep.failures, manifest_fingerprint(rows, digests))
+    if out is not None:
+        write_manifest(out, rows)
+    return result
+
+
+@dataclass
+class SplitData:
+    """A split loaded for training/evaluation: manifest rows aligned with their cached arrays."""
+
+    root: Path
+    classes: tuple[str, ...]
+    rows: list[ManifestRow]
+    prepared: Prepared
+    fingerprint: str
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.array([i for i, r in enumerate(self.rows) if r.split == split and self.prepared.ok[i]], dtype=np.int64)
+
+    def labels(self) -> np.ndarray:
+        lookup = {c: k for k, c in enumerate(self.classes)}
+        return np.array([lookup[r.label] for r in self.rows], dtype=np.int64)
+
+
+def load_split(
+    path: str | Path,
+    split_csv: str | Path | None,
+    classes: tuple[str, ...] | list[str] | None = None,
+    size: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    per_class: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SplitData:
+    """Load a manifest (or make a split on the fly when none is given) and decode it through the cache."""
+    index = scan_dataset(path, classes)
+    if split_csv is None:
+        rows = split_dataset(path, None, index.classes, seed=seed, per_class=per_class, cache_dir=cache_dir,
+                             progress=progress, size=size).rows
+    else:
+        rows = read_manifest(split_csv, index.classes)
+    missing = [r.path for r in rows if not (index.root / r.path).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} file(s) of the split are not under {index.root} (first: {missing[0]}); "
+            "is --data the dataset the split was made from?"
+        )
+    samples = [Sample(r.path, r.label, r.mask_path) for r in rows]
+    prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="loading")
+    return SplitData(index.root, index.classes, rows, prep, manifest_fingerprint(rows, prep.digests))

@@ -1,0 +1,81 @@
+"""DICOM reader: radiograph pixel data -> float32 in [0, 1], display-ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageReadError
+
+# Transfer syntaxes whose pixel data needs an optional decoder package, and what to install.
+_DECODER_HINT = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg pylibjpeg-libjpeg (or pillow with JPEG)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
+}
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """Read a single-frame grayscale DICOM radiograph as (H, W) float32 in [0, 1].
+
+    Applies, in order: rescale slope/intercept (modality LUT), the VOI LUT or window when the file
+    has one (otherwise a robust 0.5-99.5 percentile min-max), and inversion for MONOCHROME1 so that
+    bone is always bright.
+    """
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:  # pragma: no cover - pydicom is a dependency
+        raise ImageReadError("reading DICOM needs pydicom: pip install pydicom") from None
+    from .io import MAX_PIXELS, _check_dims
+
+    try:
+        ds = pydicom.dcmread(str(path), force=False)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from None
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM has no pixel data (not an image: {ds.get('Modality', '?')})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); export a single frame")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    _check_dims(path, cols, rows)
+    assert rows * cols <= MAX_PIXELS
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(f"{path}: photometric interpretation {photometric} is not a grayscale radiograph")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises several types when a decoder is missing
+        tsuid = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+        hint = _DECODER_HINT.get(tsuid)
+        if hint:
+            raise ImageReadError(
+                f"{path}: compressed DICOM (transfer syntax {tsuid}) needs a decoder: pip install {hint}"
+            ) from None
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({exc})") from None
+    if pixels.ndim != 2:
+        raise ImageReadError(f"{path}: DICOM pixel array has shape {pixels.shape}, expected one 2-D frame")
+
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    arr = apply_modality_lut(pixels, ds).astype(np.float64)
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if has_voi:
+        arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
+    if not np.isfinite([lo, hi]).all():
+        raise ImageReadError(f"{path}: DICOM pixel values are not finite")
+    out = np.clip((arr - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(arr)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32)

@@ -1,0 +1,163 @@
+"""Readers for X-ray images and lung masks.
+
+Every reader returns a 2-D float32 array in [0, 1] (images) or a bool array (masks), or raises
+`ImageReadError` with a message that says what is wrong with the file. Sizes are checked from the
+header before pixels are decoded, so a decompression bomb is refused without being expanded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+MAX_PIXELS = 8192 * 8192
+"""Largest image (in pixels) we agree to decode; real radiographs are at most ~4k x 4k."""
+MAX_SIDE = 16384
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """Return "png", "jpeg", "dicom" or None from the file's first bytes (never from its name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    return sniff_bytes(head)
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    """Identify PNG, JPEG or DICOM from leading bytes; None when it is none of them."""
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def _check_dims(path: str | Path, width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageReadError(f"{path}: image has an empty size {width}x{height}")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"{path}: image is {width}x{height} pixels, more than the {MAX_PIXELS:,} allowed; "
+            "refusing to decode it (possible decompression bomb). Downscale it first."
+        )
+
+
+def _pil_to_float(img: Image.Image, path: str | Path) -> np.ndarray:
+    """Convert any PIL mode to grayscale float32 in [0, 1], keeping 16-bit precision."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
+    elif mode == "I":
+        # 32-bit integer PNGs almost always hold 16-bit data.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
+        arr = (np.clip(arr, 0, None) / hi).astype(np.float32)
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    else:
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+            # Composite on black so transparent padding does not turn white.
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+            img = Image.alpha_composite(background, img)
+        arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if arr.ndim != 2:
+        raise ImageReadError(f"{path}: decoded to shape {arr.shape}, expected a 2-D image")
+    if not np.isfinite(arr).all():
+        raise ImageReadError(f"{path}: decoded pixels contain NaN or infinity")
+    return arr
+
+
+def _open_pil(path: str | Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # PIL's own bomb warning becomes an error: we check dimensions ourselves below.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        _check_dims(path, *img.size)
+        img.load()
+        return img
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"{path}: refused, too many pixels ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a readable PNG/JPEG image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a PNG, JPEG or DICOM X-ray as a 2-D float32 array in [0, 1].
+
+    Args:
+        path: image file; the format is sniffed from its content.
+    Returns:
+        (H, W) float32 array, 0 = black.
+    Raises:
+        ImageReadError: unreadable, corrupt, unsupported or oversized input.
+    """
+    kind = sniff_format(path)
+    if kind == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(path)
+    if kind is None:
+        raise ImageReadError(f"{path}: not a PNG, JPEG or DICOM file (unrecognised content)")
+    img = _open_pil(path)
+    return _pil_to_float(img, path)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a lung mask as bool (lung = any channel > 127), resized to `shape` (H, W) if given.
+
+    Both dataset conventions are accepted: RGB 0/255 (`masks/`) and grayscale 0/255 (`lung masks/`).
+    """
+    if sniff_format(path) not in ("png", "jpeg"):
+        raise ImageReadError(f"{path}: a mask must be a PNG or JPEG image")
+    img = _open_pil(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lung = arr > (arr.max(initial=0) / 2 if arr.max(initial=0) > 255 else 127)
+    else:
+        rgb = np.asarray(img.convert("RGB"))
+        lung = (rgb > 127).any(axis=-1)
+    if shape is not None and lung.shape != tuple(shape):
+        lung = resize_mask(lung, shape)
+    return lung
+
+
+def resize_image(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float image in [0, 1] to (H, W) with area-aware bilinear filtering."""
+    if arr.shape == tuple(size):
+        return arr.astype(np.float32, copy=False)
+    img = Image.fromarray(arr.astype(np.float32), mode="F")
+    out = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a bool mask to (H, W); nearest-neighbour keeps it binary."""
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    out = img.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(out) > 127
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8 with rounding (the cache's storage type)."""
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)

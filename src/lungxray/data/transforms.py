@@ -1,0 +1,67 @@
+"""Batched transforms on tensors. Image and mask of a sample always share one random draw."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine_params(
+    n: int,
+    generator: torch.Generator,
+    rotate: float = 10.0,
+    shift: float = 0.1,
+    zoom: float = 0.1,
+    shear: float = 0.1,
+    hflip: bool = False,
+) -> torch.Tensor:
+    """Draw `n` affine matrices (N, 2, 3) in the normalised coordinates of `F.affine_grid`.
+
+    Args:
+        rotate: max rotation in degrees; shift: max translation as a fraction of the side;
+        zoom: max relative scale change; shear: max shear factor; hflip: random horizontal flips
+        (off by default: the heart is on the left, and flipped chest films do not occur in practice).
+    """
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(n, generator=generator) * 2 - 1
+
+    angle = uniform() * math.radians(rotate)
+    scale = 1 + uniform() * zoom
+    sh = uniform() * shear
+    tx, ty = uniform() * 2 * shift, uniform() * 2 * shift
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # affine_grid maps output to input coordinates, so dividing by the scale zooms in for scale > 1.
+    a = (cos / scale) * flip
+    b = (-sin + sh * cos) / scale
+    c = (sin / scale) * flip
+    d = (cos + sh * sin) / scale
+    theta = torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1)], 1)
+    return theta
+
+
+def apply_affine(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Warp (N, C, H, W) by per-sample matrices; outside pixels become 0 (black, like a masked background)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, **kwargs) -> torch.Tensor:
+    """Randomly warp a batch of images (see `random_affine_params` for the arguments)."""
+    return apply_affine(x, random_affine_params(x.shape[0], generator, **kwargs))
+
+
+def random_affined(batch: dict[str, torch.Tensor], keys: tuple[str, ...], generator: torch.Generator, **kwargs) -> dict:
+    """Dict version: warp `batch[k]` for every k in `keys` with the same matrices (image and mask stay aligned).
+
+    Keys named "mask" (or ending in "mask") use nearest-neighbour sampling so they stay binary.
+    """
+    n = batch[keys[0]].shape[0]
+    theta = random_affine_params(n, generator, **kwargs)
+    out = dict(batch)
+    for k in keys:
+        out[k] = apply_affine(batch[k], theta, mode="nearest" if k.endswith("mask") else "bilinear")
+    return out

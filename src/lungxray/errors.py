@@ -1,0 +1,23 @@
+"""The project's own error types: everything a user can cause is one of these."""
+
+from __future__ import annotations
+
+
+class LungxrayError(Exception):
+    """Base class: an error the user can fix; the CLI prints it without a traceback."""
+
+
+class DatasetError(LungxrayError):
+    """A dataset folder or manifest that cannot be used as given."""
+
+
+class ImageReadError(LungxrayError):
+    """A file that cannot be decoded as an X-ray image (unreadable, corrupt, unsupported, too large)."""
+
+
+class ConfigError(LungxrayError):
+    """An unknown or invalid configuration value."""
+
+
+class CheckpointError(LungxrayError):
+    """A run folder or weights file that cannot be loaded safely."""

@@ -1,0 +1,144 @@
+"""Evaluate a trained run on a split: metrics with bootstrap CIs, calibration, plots and an HTML report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data.api import load_split
+from .errors import ConfigError, DatasetError
+from .inference import check_masks, predict_logits
+from .metrics import classification_metrics, softmax
+from .report.html import metrics_tables, write_report
+from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
+from .utils import atomic_write_text, read_json, write_json
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str | Path,
+    split: str = "test",
+    split_csv: str | Path | None = None,
+    out: str | Path | None = None,
+    which: str = "best",
+    n_bootstrap: int = 1000,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = True,
+) -> dict:
+    """Score a run's checkpoint on one split of its manifest and write metrics.json, plots and report.html.
+
+    Args:
+        run: run folder made by `lungxray train`.
+        data: dataset folder the run was trained on.
+        split: "test" (default), "val" or "train".
+        split_csv: manifest to use instead of the run's own split.csv.
+        out: output folder (default `<run>/eval-<split>`).
+    Returns:
+        The metrics dict (also written to metrics.json).
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise ConfigError(f"{run}: run folder not found")
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split must be train, val or test, got {split!r}")
+    model, meta = load_checkpoint(run, which)
+    manifest = Path(split_csv) if split_csv else run / "split.csv"
+    masks = meta.get("masks", "none")
+    size = tuple(meta["image_size"])
+    data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress)
+    idx = data_split.indices(split)
+    if len(idx) == 0:
+        raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
+    check_masks(data_split, idx, masks)
+    logits = predict_logits(model, data_split, idx, masks, batch_size)
+    temperature = float(meta.get("temperature", 1.0))
+    probs = softmax(logits, temperature)
+    y = data_split.labels()[idx]
+    classes = list(meta["classes"])
+    metrics = classification_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=0)
+    metrics.update(
+        {
+            "run": run.name,
+            "model": meta["model"],
+            "checkpoint": which,
+            "epoch": meta.get("epoch"),
+            "split": split,
+            "masks": masks,
+            "temperature": temperature,
+            "data_fingerprint": data_split.fingerprint,
+            "trained_on_fingerprint": meta.get("data", {}).get("fingerprint"),
+        }
+    )
+    out = Path(out) if out else run / f"eval-{split}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    _write_predictions(out / "predictions.csv", [data_split.rows[i].path for i in idx], y, probs, classes)
+    images = []
+    history = _read_history(run / "history.csv")
+    if history:
+        images.append(plot_history(history, out / "curves.png"))
+    images.append(plot_confusion(np.array(metrics["confusion_matrix"]), classes, out / "confusion.png"))
+    roc_png, _ = plot_roc(y, probs, classes, out / "roc.png")
+    images.append(roc_png)
+    images.append(plot_reliability(y, probs, out / "reliability.png"))
+    sections = [
+        {
+            "heading": "Run",
+            "table": {
+                "columns": ["field", "value"],
+                "rows": [
+                    ["model", meta["model"]],
+                    ["checkpoint", f"{which} (epoch {meta.get('epoch')})"],
+                    ["evaluated split", f"{split} ({len(idx)} images)"],
+                    ["masks", masks],
+                    ["image size", "x".join(map(str, size))],
+                    ["data fingerprint", data_split.fingerprint],
+                    ["temperature", temperature],
+                ],
+            },
+        },
+        *metrics_tables(metrics),
+        {"heading": "Curves, confusion matrix, ROC and calibration", "images": images},
+    ]
+    if (run / "layers.png").is_file():
+        sections.append({"heading": "Architecture", "images": [run / "layers.png"]})
+    write_report(out / "report.html", title=f"lungxray evaluation: {run.name} on {split}", sections=sections)
+    return metrics
+
+
+def _write_predictions(path: Path, paths: list[str], y: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "prediction", "probability", *classes])
+    for p, t, pr in zip(paths, y, probs):
+        k = int(np.argmax(pr))
+        w.writerow([p, classes[int(t)], classes[k], f"{pr[k]:.6f}", *(f"{v:.6f}" for v in pr)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read an evaluation's predictions.csv back as (y_true, probs, classes)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        classes = header[4:]
+        y, probs = [], []
+        for row in reader:
+            y.append(classes.index(row[1]))
+            probs.append([float(v) for v in row[4:]])
+    return np.array(y), np.array(probs), classes

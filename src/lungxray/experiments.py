@@ -1,0 +1,131 @@
+"""Run the original study's five-model ladder on one shared split and compare them honestly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+from pathlib import Path
+
+from .config import load_config, tomllib
+from .data.api import split_dataset
+from .evaluate import evaluate_run, load_predictions
+from .report.html import write_report
+from .report.plots import plot_comparison
+from .train import train
+from .utils import atomic_write_text, read_json, write_json
+
+log = logging.getLogger(__name__)
+SEED_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "seed"
+
+
+def _reference(path: Path) -> tuple[str, float | None]:
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    return doc.get("description", ""), doc.get("reference", {}).get("accuracy")
+
+
+def run_experiments(
+    data: str | Path,
+    out: str | Path = "runs/experiments",
+    configs: list[str | Path] | None = None,
+    split_csv: str | Path | None = None,
+    overrides: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> list[dict]:
+    """Train and evaluate every config on one split; write comparison.{md,csv,png} and report.html.
+
+    Finished runs (with `eval-test/metrics.json`) are reused and unfinished ones resumed, so an
+    interrupted experiment continues where it stopped.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [Path(c) for c in configs] if configs else sorted(SEED_CONFIGS.glob("*.toml"))
+    if not paths:
+        raise FileNotFoundError(f"no configs found (looked in {SEED_CONFIGS})")
+    manifest = out / "split.csv"
+    if split_csv is not None:
+        manifest = Path(split_csv)
+    elif not manifest.exists():
+        split_dataset(data, manifest, seed=seed, cache_dir=cache_dir, progress=progress)
+    rows = []
+    for path in paths:
+        name = path.stem
+        run = out / name
+        cfg = load_config(path, overrides)
+        metrics_path = run / "eval-test" / "metrics.json"
+        if not metrics_path.is_file():
+            if not (run / "summary.json").is_file():
+                resume = (run / "state.pt").is_file()
+                log.warning("training %s%s", name, " (resuming)" if resume else "")
+                train(cfg, data, run, manifest, resume=resume, progress=progress, cache_dir=cache_dir)
+            evaluate_run(run, data, "test", manifest, progress=progress, cache_dir=cache_dir)
+        m = read_json(metrics_path)
+        summary = read_json(run / "summary.json")
+        desc, ref = _reference(path)
+        rows.append({
+            "name": name,
+            "description": desc,
+            "model": cfg.model,
+            "image_size": cfg.image_size,
+            "epochs_run": summary["epochs_run"],
+            "accuracy": m["accuracy"],
+            "accuracy_ci": m["accuracy_ci"],
+            "macro_f1": m["macro"]["f1"],
+            "macro_auc": m["macro"]["auc"],
+            "covid_sensitivity": m["per_class"].get("COVID", {}).get("recall"),
+            "ece": m["ece"],
+            "train_seconds": summary["train_seconds"],
+            "parameters": summary["parameters"],
+            "reported_accuracy": ref,
+            "n_test": m["n"],
+        })
+    write_json(out / "comparison.json", rows)
+    _write_tables(out, rows)
+    results = []
+    for r in rows:
+        y, probs, classes = load_predictions(out / r["name"] / "eval-test" / "predictions.csv")
+        results.append({"name": r["name"], "y_true": y, "probs": probs, "classes": classes,
+                         "accuracy": r["accuracy"], "accuracy_ci": r["accuracy_ci"]})
+    ref = {r["name"]: r["reported_accuracy"] for r in rows if r["reported_accuracy"] is not None}
+    plot_comparison(results, out / "comparison.png", reference=ref)
+    table_rows = [[c for c in _md_cells(r)] for r in rows]
+    write_report(out / "report.html", title="lungxray: the original study's five models, reproduced on a leakage-free split", sections=[
+        {"heading": "Comparison (test split)", "table": {"columns": list(_MD_COLUMNS), "rows": table_rows},
+         "text": "Accuracy with 95% bootstrap CI; 'reported' is the original study's figure, obtained with leakage."},
+        {"heading": "ROC and accuracy", "images": [out / "comparison.png"]},
+        *({"heading": r["name"], "images": [p for p in (out / r["name"] / "eval-test" / f for f in
+                                                        ("curves.png", "confusion.png", "roc.png")) if p.is_file()]}
+          for r in rows),
+    ])
+    return rows
+
+
+_MD_COLUMNS = ("model", "accuracy [95% CI]", "reported", "macro F1", "macro AUC", "COVID sensitivity", "ECE",
+               "epochs", "train time", "parameters")
+
+
+def _md_cells(r: dict) -> list[str]:
+    lo, hi = r["accuracy_ci"]
+    rep = f"{r['reported_accuracy']:.0%}" if r["reported_accuracy"] is not None else "-"
+    auc = f"{r['macro_auc']:.3f}" if r["macro_auc"] is not None else "-"
+    sens = f"{r['covid_sensitivity']:.3f}" if r["covid_sensitivity"] is not None else "-"
+    return [r["name"], f"{r['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]", rep, f"{r['macro_f1']:.3f}", auc, sens,
+            f"{r['ece']:.3f}", str(r["epochs_run"]), f"{r['train_seconds'] / 60:.1f} min", f"{r['parameters']:,}"]
+
+
+def _write_tables(out: Path, rows: list[dict]) -> None:
+    md = ["| " + " | ".join(_MD_COLUMNS) + " |", "|" + "---|" * len(_MD_COLUMNS)]
+    md += ["| " + " | ".join(_md_cells(r)) + " |" for r in rows]
+    atomic_write_text(out / "comparison.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    cols = ["name", "model", "image_size", "epochs_run", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1",
+            "macro_auc", "covid_sensitivity", "ece", "train_seconds", "parameters", "reported_accuracy", "n_test"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        flat = {**r, "accuracy_ci_low": r["accuracy_ci"][0], "accuracy_ci_high": r["accuracy_ci"][1]}
+        w.writerow([flat[c] for c in cols])
+    atomic_write_text(out / "comparison.csv", buf.getvalue())

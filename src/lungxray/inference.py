@@ -1,0 +1,54 @@
+"""Batched inference on cached arrays, shared by training (validation), evaluation and the audit."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .data.api import SplitData
+from .errors import ConfigError
+
+
+def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
+    """`--masks provided` needs a mask for every image used; never let 'has a mask' leak the label."""
+    if masks != "provided":
+        return
+    missing = [data.rows[i].path for i in idx if data.prepared.mask_rows[i] < 0]
+    if missing:
+        raise ConfigError(
+            f"--masks provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0]}). "
+            "Masking only the images that have masks would let the mask itself reveal the class. "
+            "Use --masks none, or give a dataset where every image has a mask."
+        )
+
+
+def load_batch(data: SplitData, idx: np.ndarray, masks: str, mask_mode: str = "keep") -> torch.Tensor:
+    """(B, 1, H, W) float images in [0, 1] for dataset rows `idx`, lung-masked if `masks == "provided"`.
+
+    `mask_mode` "keep" keeps the lungs, "remove" blacks them out (used by the shortcut audit).
+    """
+    prep = data.prepared
+    x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).float().div_(255.0)
+    if masks == "provided":
+        m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).float()
+        x = x * (m if mask_mode == "keep" else 1.0 - m)
+    return x.unsqueeze(1)
+
+
+def iter_batches(data: SplitData, idx: np.ndarray, masks: str, batch_size: int, **kw) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start : start + batch_size]
+        yield chunk, load_batch(data, chunk, masks, **kw)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, data: SplitData, idx: np.ndarray, masks: str, batch_size: int = 64, **kw) -> np.ndarray:
+    """Logits (N, C) for dataset rows `idx`, in order."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(x.to(device)).float().cpu() for _, x in iter_batches(data, idx, masks, batch_size, **kw)]
+    if not out:
+        return np.zeros((0, len(getattr(model, "classes", ()))), dtype=np.float32)
+    return torch.cat(out).numpy()

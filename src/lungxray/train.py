@@ -1,0 +1,298 @@
+"""The training loop: readable top to bottom.
+
+A run folder holds config.json, split.csv, history.csv, best/last checkpoints (safetensors + JSON) and
+`state.pt`, the single file `--resume` needs. state.pt is replaced atomically after every epoch, so a
+crash or Ctrl-C at any moment leaves the last complete epoch resumable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_state, save_checkpoint
+from .config import TrainConfig
+from .data.api import SplitData, load_split
+from .data.split import write_manifest
+from .data.transforms import random_affine
+from .errors import ConfigError
+from .inference import check_masks, load_batch, predict_logits
+from .models import Classifier, create_model
+from .utils import atomic_write_bytes, atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if not (out / "state.pt").is_file():
+                raise ConfigError(f"{out}: nothing to resume (no state.pt); start a new run without --resume")
+            return
+        if not overwrite:
+            raise ConfigError(f"{out} already holds a run; use --resume to continue it, --overwrite to replace it, or another --out")
+        shutil.rmtree(out)
+    elif resume:
+        raise ConfigError(f"{out}: nothing to resume (folder missing or empty)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+        )
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    return None
+
+
+def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
+    """Sum of squared weights of conv/linear kernels (biases and the normalisation constants excluded)."""
+    return sum((p.pow(2).sum() for n, p in model.named_parameters() if p.ndim > 1), torch.zeros(()))
+
+
+def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
+    """Inverse-frequency weights from the *training* labels, mean 1."""
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def train(
+    cfg: TrainConfig,
+    data: str | Path,
+    out: str | Path,
+    split_csv: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Train `cfg.model` on the train split, select and early-stop on the validation split.
+
+    Args:
+        cfg: validated TrainConfig.
+        data: dataset folder (or a parent of it).
+        out: run folder to create (or continue with `resume`).
+        split_csv: manifest from `lungxray data split`; made on the fly (seeded) when None.
+    Returns:
+        The run folder.
+    """
+    out = Path(out)
+    _prepare_run_dir(out, resume, overwrite)
+    state = load_state(out / "state.pt") if resume else None
+    if state is not None:
+        saved = TrainConfig(**state["config"])
+        if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
+            log.warning("--resume uses the run's saved config; other settings given now are ignored (except epochs)")
+        cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs})
+        split_csv = out / "split.csv"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    size = (cfg.image_size, cfg.image_size)
+    split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
+                       cache_dir=cache_dir, progress=progress)
+    train_idx, val_idx = split.indices("train"), split.indices("val")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ConfigError("the split needs at least one readable train and one validation image")
+    check_masks(split, np.concatenate([train_idx, val_idx]), cfg.masks)
+    labels = split.labels()
+    if not resume:
+        write_manifest(out / "split.csv", split.rows)
+        write_json(out / "config.json", cfg.to_dict())
+
+    device = resolve_device(cfg.device)
+    # Forked RNG: seeding for reproducibility must not change the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, input_size=size, classes=split.classes, **cfg.model_args)
+        model = model.to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; asking for cuda without one is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
+         device: torch.device) -> Path:
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    opt = _optimizer(cfg, model)
+    sched = _scheduler(cfg, opt, steps_per_epoch)
+    weights = class_weights(labels[train_idx], len(split.classes)).to(device) if cfg.class_weighting else None
+    history: list[dict] = []
+    start_epoch, best_loss, bad_epochs = 1, float("inf"), 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt = _optimizer(cfg, model)  # re-bind to the loaded parameters' device/layout
+        sched = _scheduler(cfg, opt, steps_per_epoch)
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best_loss, bad_epochs = state["history"], state["best_val_loss"], state["bad_epochs"]
+        start_epoch = state["epoch"] + 1
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    base_meta = {
+        "config": cfg.to_dict(),
+        "masks": cfg.masks,
+        "data": {
+            "fingerprint": split.fingerprint,
+            "counts": {s: int(len(split.indices(s))) for s in ("train", "val", "test")},
+            "split_file": "split.csv",
+        },
+    }
+
+    def save_state(epoch: int) -> None:
+        blob = {
+            "epoch": epoch,
+            "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else {},
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "best_val_loss": best_loss,
+            "bad_epochs": bad_epochs,
+            "config": cfg.to_dict(),
+            "version": __version__,
+        }
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write_bytes(out / "state.pt", buf.getvalue())
+
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+                break
+            t0 = time.perf_counter()
+            # One generator per epoch, derived from the seed: shuffling and augmentation replay exactly on resume.
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            model.train()
+            seen, loss_sum, correct = 0, 0.0, 0
+            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                       disable=not progress, leave=False)
+            for start in bar:
+                idx = order[start : start + cfg.batch_size]
+                x = load_batch(split, idx, cfg.masks)
+                y = torch.from_numpy(labels[idx]).to(device)
+                if cfg.augment:
+                    x = random_affine(x, gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
+                                      shear=cfg.aug_shear, hflip=cfg.hflip)
+                x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+                total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                if cfg.scheduler == "onecycle":
+                    sched.step()
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+            train_seconds = time.perf_counter() - t0
+            val_logits = predict_logits(model, split, val_idx, cfg.masks, batch_size=max(64, cfg.batch_size))
+            y_val = torch.from_numpy(labels[val_idx])
+            val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), y_val))
+            val_acc = float((torch.from_numpy(val_logits).argmax(1) == y_val).float().mean())
+            lr = opt.param_groups[0]["lr"]
+            if cfg.scheduler == "plateau":
+                sched.step(val_loss)
+            elif cfg.scheduler == "cosine":
+                sched.step()
+            row = {
+                "epoch": epoch,
+                "train_loss": round(loss_sum / seen, 6),
+                "train_acc": round(correct / seen, 6),
+                "val_loss": round(val_loss, 6),
+                "val_acc": round(val_acc, 6),
+                "lr": lr,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "images_per_s": round(seen / train_seconds, 1),
+            }
+            history.append(row)
+            meta = {**base_meta, "epoch": epoch, "val_metrics": {"loss": val_loss, "accuracy": val_acc}}
+            if val_loss < best_loss:
+                best_loss, bad_epochs = val_loss, 0
+                save_checkpoint(out / "best", model, meta)
+            else:
+                bad_epochs += 1
+            save_checkpoint(out / "last", model, meta)
+            _write_history(out / "history.csv", history)
+            save_state(epoch)
+            msg = (f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
+                   f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr:.2e}  {row['images_per_s']:.0f} img/s")
+            if progress:
+                tqdm.write(msg)
+            log.info(msg)
+    except KeyboardInterrupt:
+        done = history[-1]["epoch"] if history else 0
+        log.warning("interrupted during epoch %d; epoch %d is saved: continue with --resume --out %s", epoch, done, out)
+        raise
+    _finish(out, model, history, best_loss)
+    return out
+
+
+def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:
+    from .report.plots import layer_table, plot_history, plot_layer_table
+    from .utils import write_json as _wj
+
+    if history:
+        plot_history(history, out / "curves.png")
+    rows = layer_table(model, (1, model.spec.in_channels, *model.spec.input_size))
+    _wj(out / "layers.json", rows)
+    n_params = sum(p.numel() for p in model.parameters())
+    plot_layer_table(rows, out / "layers.png", title=f"{model.name} ({n_params:,} parameters)")
+    best = min(history, key=lambda r: r["val_loss"]) if history else {}
+    _wj(out / "summary.json", {
+        "model": model.name,
+        "parameters": n_params,
+        "epochs_run": len(history),
+        "train_seconds": round(sum(float(r["seconds"]) for r in history), 1),
+        "best_epoch": best.get("epoch"),
+        "best_val_loss": best_loss,
+        "best_val_acc": best.get("val_acc"),
+    })
