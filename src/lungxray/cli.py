@@ -243,5 +243,14 @@ def experiments_cmd(data, out, configs, split_csv, epochs, image_size, per_class
     click.echo(f"report: {Path(out) / 'report.html'}")
 
 
+@main.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path())
+def demo_cmd(out) -> None:
+    """Run the pipeline on the bundled sample: inspect, split, train, evaluate, report."""
+    from .demo import run_demo
+
+    run_demo(out, echo=click.echo, progress=sys.stderr.isatty())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

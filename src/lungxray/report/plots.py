@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 from numpy.typing import ArrayLike, NDArray  # noqa: E402
 
 from .. import metrics as _metrics  # noqa: E402
@@ -345,7 +346,7 @@ def _shape_of(output: Any) -> list[int] | list[Any] | None:
     return None
 
 
-def layer_table(model: "torch.nn.Module", input_shape: Sequence[int]) -> list[dict[str, Any]]:
+def layer_table(model: torch.nn.Module, input_shape: Sequence[int]) -> list[dict[str, Any]]:
     """Per-layer output shapes and parameter counts from one forward pass on zeros.
 
     Hooks go on leaf modules and on any container that owns parameters directly (e.g. a class
@@ -423,11 +424,11 @@ def plot_layer_table(rows: Sequence[Mapping[str, Any]], out_png: str | Path, tit
     # table fills the whole axes (bbox) so no blank band is left under it.
     fig, ax = plt.subplots(figsize=(10, 0.25 * (len(cells) + 1)))
     ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=columns, bbox=[0.0, 0.0, 1.0, 1.0], cellLoc="left",
-                     colLoc="left", colWidths=[0.05, 0.33, 0.17, 0.28, 0.17])
+    table = ax.table(cellText=cells, colLabels=columns, bbox=Bbox.from_bounds(0.0, 0.0, 1.0, 1.0),
+                     cellLoc="left", colLoc="left", colWidths=[0.05, 0.33, 0.17, 0.28, 0.17])
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    for (r, c_), cell in table.get_celld().items():
+    for (r, _col), cell in table.get_celld().items():
         if r == 0 or r == len(cells):
             cell.set_text_props(weight="bold")
             cell.set_facecolor("0.9")

@@ -1,0 +1,58 @@
+import pytest
+
+from lungxray.config import TrainConfig, load_config, merge_config
+from lungxray.errors import ConfigError
+from pathlib import Path
+
+SEED = Path(__file__).resolve().parents[1] / "configs" / "seed"
+
+
+@pytest.mark.parametrize("path", sorted(SEED.glob("*.toml")), ids=lambda p: p.stem)
+def test_seed_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.model in ("mlp", "cnn")
+    assert cfg.image_size == 256  # the original study's resolution
+
+
+def test_seed_ladder_differs_where_the_study_did():
+    cfgs = {p.stem: load_config(p) for p in SEED.glob("*.toml")}
+    assert cfgs["1-mlp"].scheduler == "none" and cfgs["2-mlp-plateau"].scheduler == "plateau"
+    assert cfgs["2-mlp-plateau"].plateau_factor == 0.1
+    assert cfgs["4-cnn-augment"].augment and not cfgs["4-cnn-augment"].hflip
+    assert cfgs["5-cnn-l2"].l2 > 0 and not cfgs["3-cnn"].l2
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"epoch": 3}, "Did you mean 'epochs'"),
+        ({"scheduler": "platau"}, "Did you mean 'plateau'"),
+        ({"masks": "provide"}, "Did you mean 'provided'"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"lr": -1}, "lr must be >= 0"),
+        ({"epochs": "many"}, "cannot use"),
+    ],
+)
+def test_bad_settings_are_explained(values, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, values)
+
+
+def test_file_then_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('model = "mlp"\nepochs = 4\nlr = 0.01\n')
+    cfg = load_config(f, {"epochs": 2, "lr": None})
+    assert (cfg.model, cfg.epochs, cfg.lr) == ("mlp", 2, 0.01)
+
+
+def test_invalid_toml(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("model = \n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(f)
+
+
+def test_merge_keeps_base_untouched():
+    base = TrainConfig()
+    merged = merge_config(base, {"epochs": 99})
+    assert base.epochs != 99 and merged.epochs == 99

@@ -1,0 +1,160 @@
+"""Training engine, checkpoints, resume and evaluation on the bundled sample at a tiny size."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungxray.checkpoint import load_checkpoint, load_state
+from lungxray.config import load_config
+from lungxray.data.api import split_dataset
+from lungxray.errors import CheckpointError, ConfigError
+from lungxray.evaluate import evaluate_run
+from lungxray.models import list_models
+from lungxray.train import l2_penalty, train
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+
+
+@pytest.fixture(scope="module")
+def split_csv(tmp_path_factory):
+    out = tmp_path_factory.mktemp("split") / "split.csv"
+    split_dataset(SAMPLE, out, seed=0, progress=False)
+    return out
+
+
+def _cfg(**kw):
+    base = {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "lr": 1e-3}
+    base.update(kw)
+    return load_config(None, base)
+
+
+def _history(run):
+    with open(run / "history.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_each_model_trains_and_writes_a_complete_run(model, split_csv, tmp_path):
+    run = train(_cfg(model=model), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    for name in ("config.json", "split.csv", "history.csv", "best.safetensors", "best.json", "last.safetensors",
+                 "last.json", "state.pt", "curves.png", "layers.png", "summary.json"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "best.json").read_text())
+    assert meta["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+    assert meta["model"] == model and meta["image_size"] == [32, 32] and meta["masks"] == "none"
+    assert meta["data"]["fingerprint"] and "loss" in meta["val_metrics"]
+    assert meta["version"] and meta["normalization"]["std"] > 0
+    hist = _history(run)
+    assert [h["epoch"] for h in hist] == ["1"]
+    assert float(hist[0]["images_per_s"]) > 0 and float(hist[0]["lr"]) == pytest.approx(1e-3)
+    model_obj, _ = load_checkpoint(run)
+    assert model_obj(torch.rand(1, 1, 32, 32)).shape == (1, 3)
+    assert not list(run.glob("*.pkl")) and not list(run.glob("*.pickle"))
+
+
+def test_same_seed_same_result(split_csv, tmp_path):
+    cfg = _cfg(epochs=2, augment=True)
+    a = train(cfg, SAMPLE, tmp_path / "a", split_csv, progress=False)
+    b = train(cfg, SAMPLE, tmp_path / "b", split_csv, progress=False)
+    ha, hb = _history(a), _history(b)
+    assert [(r["train_loss"], r["val_loss"]) for r in ha] == [(r["train_loss"], r["val_loss"]) for r in hb]
+
+
+def test_training_does_not_change_global_rng(split_csv, tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(_cfg(), SAMPLE, tmp_path / "r", split_csv, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_continues_and_matches_uninterrupted_run(split_csv, tmp_path):
+    cfg3 = _cfg(epochs=3, augment=True, scheduler="cosine")
+    full = train(cfg3, SAMPLE, tmp_path / "full", split_csv, progress=False)
+    part = train(_cfg(epochs=1, augment=True, scheduler="cosine"), SAMPLE, tmp_path / "part", split_csv, progress=False)
+    assert len(_history(part)) == 1
+    # cosine's schedule depends on total epochs, so the resumed run is given the full config's epochs.
+    state = load_state(part / "state.pt")
+    state_cfg = state["config"]
+    state_cfg["epochs"] = 3
+    resumed = train(load_config(None, state_cfg), SAMPLE, part, None, resume=True, progress=False)
+    h_full, h_res = _history(full), _history(resumed)
+    assert [r["epoch"] for r in h_res] == ["1", "2", "3"]  # continued, not restarted
+    assert h_res[0]["train_loss"] == h_full[0]["train_loss"]
+    assert float(h_res[2]["lr"]) < float(h_res[1]["lr"])  # the scheduler state came back too
+
+
+def test_resume_is_exact_with_constant_lr(split_csv, tmp_path):
+    full = train(_cfg(epochs=3, augment=True), SAMPLE, tmp_path / "full", split_csv, progress=False)
+    part = train(_cfg(epochs=1, augment=True), SAMPLE, tmp_path / "part", split_csv, progress=False)
+    resumed = train(_cfg(epochs=3, augment=True), SAMPLE, part, None, resume=True, progress=False)
+    key = lambda h: [(r["epoch"], r["train_loss"], r["val_loss"], r["val_acc"]) for r in h]
+    assert key(_history(resumed)) == key(_history(full))
+
+
+def test_existing_run_is_never_overwritten(split_csv, tmp_path):
+    run = train(_cfg(), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    before = (run / "best.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_cfg(), SAMPLE, run, split_csv, progress=False)
+    assert (run / "best.safetensors").read_bytes() == before
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(_cfg(), SAMPLE, tmp_path / "empty", split_csv, resume=True, progress=False)
+
+
+def test_provided_masks_refused_when_some_images_lack_them(split_csv, tmp_path):
+    with pytest.raises(ConfigError, match="no usable mask"):
+        train(_cfg(masks="provided"), SAMPLE, tmp_path / "run", split_csv, progress=False)
+
+
+def test_l2_penalty_is_applied(split_csv, tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+        model[0].bias.fill_(5.0)
+    assert float(l2_penalty(model).detach()) == pytest.approx(16.0)  # 4 weights * 2^2, biases excluded
+    # A strong L2 shrinks the weights relative to the same run without it.
+    a = train(_cfg(epochs=2, lr=1e-2), SAMPLE, tmp_path / "a", split_csv, progress=False)
+    b = train(_cfg(epochs=2, lr=1e-2, l2=1.0), SAMPLE, tmp_path / "b", split_csv, progress=False)
+    ma, _ = load_checkpoint(a, "last")
+    mb, _ = load_checkpoint(b, "last")
+    assert float(l2_penalty(mb)) < 0.9 * float(l2_penalty(ma))
+
+
+def test_evaluation_is_consistent(split_csv, tmp_path):
+    run = train(_cfg(epochs=2), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    m = evaluate_run(run, SAMPLE, "test", n_bootstrap=50, progress=False)
+    cm = np.array(m["confusion_matrix"])
+    assert cm.sum() == m["n"] == 6
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    out = run / "eval-test"
+    for name in ("metrics.json", "predictions.csv", "report.html", "confusion.png", "roc.png", "reliability.png", "curves.png"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    with open(out / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert all(abs(sum(float(r[c]) for c in ("COVID", "Normal", "Viral Pneumonia")) - 1) < 1e-4 for r in rows)
+    # Only the test split was scored.
+    with open(run / "split.csv") as fh:
+        test_paths = {r["path"] for r in csv.DictReader(fh) if r["split"] == "test"}
+    assert {r["path"] for r in rows} == test_paths
+
+
+def test_checkpoint_loading_refuses_pickles(tmp_path):
+    evil = tmp_path / "evil.pt"
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Boom()}, evil)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_state(evil)
+    with pytest.raises(CheckpointError, match="not loaded"):
+        load_checkpoint(evil)
