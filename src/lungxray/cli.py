@@ -252,5 +252,62 @@ def demo_cmd(out) -> None:
     run_demo(out, echo=click.echo, progress=sys.stderr.isatty())
 
 
+@main.command("audit")
+@click.argument("run", type=click.Path())
+@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--masks", default="auto", show_default=True, type=click.Choice(["auto", "provided", "predicted"]),
+              help="Lung masks: provided where present else predicted (auto), or one kind for all.")
+@click.option("--out", type=click.Path(), help="Output folder (default RUN/audit-SPLIT).")
+def audit_cmd(run, data, split_name, masks, out) -> None:
+    """Shortcut audit: accuracy with lungs removed / kept, Grad-CAM mass inside the lungs."""
+    from .audit import audit_run
+
+    r = audit_run(run, data, split_name, out, masks, progress=sys.stderr.isatty())
+    for k, v in r["accuracy"].items():
+        click.echo(f"accuracy ({k.replace('_', ' ')}): {v:.4f}")
+    click.echo(f"chance (majority class): {r['chance_accuracy']:.4f}")
+    if "gradcam_mass_in_lungs" in r:
+        g = r["gradcam_mass_in_lungs"]
+        click.echo(f"Grad-CAM mass inside lungs: mean {g['mean']:.3f}, median {g['median']:.3f} "
+                   f"(lungs cover {r['lung_area_fraction_mean']:.3f} of the image)")
+    click.echo(r["verdict"])
+
+
+@main.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", default=None, type=click.Path(), help="Run folder or .safetensors file (default: the shipped model).")
+@click.option("--out", default="test_results", show_default=True, type=click.Path(), help="Output folder.")
+@click.option("--masks", type=click.Choice(["auto", "provided", "predicted", "none"]), default="auto", show_default=True,
+              help="auto: for a model trained on masked lungs, use masks/ next to images/ (or --mask-dir), else predict one.")
+@click.option("--mask-dir", type=click.Path(), help="Folder of lung masks (same relative path or file name as each image).")
+@click.option("--cam", is_flag=True, help="Add a Grad-CAM heatmap panel to each overlay.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs in --out.")
+@click.option("--no-overlay", is_flag=True, help="Only write predictions.csv and predictions.json.")
+def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, overwrite, no_overlay) -> None:
+    """Classify X-rays (PNG, JPEG, DICOM; files or folders): table, predictions.csv/json and overlays. Research use only."""
+    from .predict import predict_to_folder
+
+    res = predict_to_folder(
+        paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
+        overlays=not no_overlay, device=device, progress=sys.stderr.isatty(),
+    )
+    names = [r["path"] if len(r["path"]) <= 48 else "..." + r["path"][-45:] for r in res.rows]
+    width = max([len("file"), *map(len, names)])
+    cols = [max(len(c), 7) for c in res.classes]
+    click.echo(f"{'file':<{width}}  {'prediction':<16} {'prob.':>7}  " + "  ".join(f"{c:>{w}}" for c, w in zip(res.classes, cols)))
+    for name, r in zip(names, res.rows):
+        probs = "  ".join(f"{100 * r['probabilities'][c]:>{w - 1}.1f}%" for c, w in zip(res.classes, cols))
+        click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>6.1f}%  {probs}")
+    if res.skipped:
+        click.echo(f"skipped {len(res.skipped)} file(s) that are not readable X-rays, e.g. {res.skipped[0][1]}", err=True)
+    m = res.model
+    click.echo(f"model {m['name']} {m['version'] or ''} (fingerprint {m['data_fingerprint'] or 'n/a'}); research use only, not for clinical use")
+    wrote = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
+    click.echo(f"predicted {len(res.rows)} image(s); wrote {wrote}{res.csv_path} and {res.json_path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

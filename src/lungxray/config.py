@@ -51,8 +51,12 @@ class TrainConfig:
     aug_zoom: float = 0.1
     aug_shear: float = 0.1
     hflip: bool = False
+    aug_intensity: float = 0.0
+    """Strength of random gamma/contrast/brightness (0 = off)."""
     class_weighting: bool = False
     label_smoothing: float = 0.0
+    calibrate: bool = True
+    """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0
     split_seed: int = 0
     threads: int = 0

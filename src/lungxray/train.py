@@ -25,13 +25,14 @@ from .checkpoint import load_state, save_checkpoint
 from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
-from .data.transforms import random_affine
+from .data.transforms import random_affine, random_intensity
 from .errors import ConfigError
 from .inference import check_masks, load_batch, predict_logits
 from .models import Classifier, create_model
 from .utils import atomic_write_bytes, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
+MIN_CALIBRATION_IMAGES = 50
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 
 
@@ -219,6 +220,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 if cfg.augment:
                     x = random_affine(x, gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
                                       shear=cfg.aug_shear, hflip=cfg.hflip)
+                if cfg.aug_intensity:
+                    x = random_intensity(x, gen, cfg.aug_intensity)
                 x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                     logits = model(x)
@@ -272,8 +275,41 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         done = history[-1]["epoch"] if history else 0
         log.warning("interrupted during epoch %d; epoch %d is saved: continue with --resume --out %s", epoch, done, out)
         raise
+    if cfg.calibrate:
+        calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks)
     _finish(out, model, history, best_loss)
     return out
+
+
+def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
+    """Fit, on the best checkpoint, temperature scaling (validation NLL) and the OOD guard (train features,
+    validation threshold); both go into best.json and are used by evaluate and predict."""
+    from .checkpoint import load_checkpoint
+    from .metrics import expected_calibration_error, fit_temperature, softmax
+    from .utils import read_json
+
+    best, meta = load_checkpoint(out, "best")
+    logits = predict_logits(best, split, val_idx, masks)
+    # A temperature fitted on a handful of images is noise; below this we keep T = 1.
+    t = float(fit_temperature(logits, y_val)) if len(val_idx) >= MIN_CALIBRATION_IMAGES else 1.0
+    meta["temperature"] = t
+    meta["calibration"] = {
+        "method": "temperature scaling (NLL) on the validation split" if len(val_idx) >= MIN_CALIBRATION_IMAGES
+        else f"skipped: fewer than {MIN_CALIBRATION_IMAGES} validation images",
+        "n": int(len(val_idx)),
+        "val_ece_before": float(expected_calibration_error(y_val, softmax(logits, 1.0))),
+        "val_ece_after": float(expected_calibration_error(y_val, softmax(logits, t))),
+    }
+    # The OOD guard is fitted on the same best checkpoint: training features, threshold from validation.
+    from .ood import fit_guard_for_run
+
+    train_idx = split.indices("train")
+    if len(train_idx) >= MIN_CALIBRATION_IMAGES and len(val_idx) >= MIN_CALIBRATION_IMAGES:
+        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks)
+        meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
+                       "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
+    write_json(out / "best.json", meta)
+    return t
 
 
 def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:

@@ -65,3 +65,23 @@ def random_affined(batch: dict[str, torch.Tensor], keys: tuple[str, ...], genera
     for k in keys:
         out[k] = apply_affine(batch[k], theta, mode="nearest" if k.endswith("mask") else "bilinear")
     return out
+
+
+def random_intensity(x: torch.Tensor, generator: torch.Generator, strength: float = 0.2) -> torch.Tensor:
+    """Random gamma, contrast and brightness per image, for [0, 1] inputs; black (masked) pixels stay black.
+
+    Exposure and processing differ between hospitals far more than anatomy does; varying them stops a
+    model from keying on a source's typical brightness.
+    """
+    n = x.shape[0]
+    shape = (n,) + (1,) * (x.ndim - 1)
+
+    def uniform() -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * 2 - 1).view(shape)
+
+    gamma = torch.exp(uniform() * strength)
+    contrast = 1 + uniform() * strength
+    brightness = uniform() * strength * 0.5
+    y = x.clamp(0, 1).pow(gamma)
+    y = ((y - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+    return torch.where(x > 0, y, x)

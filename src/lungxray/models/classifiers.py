@@ -13,13 +13,13 @@ def mlp(num_classes: int, input_size: tuple[int, int], hidden: tuple[int, ...] =
     layers: list[nn.Module] = [nn.Flatten()]
     width = input_size[0] * input_size[1]
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
 
 
-@register_model("cnn")
+@register_model("cnn", cam_layer="body.0.7")
 def cnn(
     num_classes: int,
     input_size: tuple[int, int],
@@ -31,13 +31,13 @@ def cnn(
     feats: list[nn.Module] = []
     cin = 1
     for c in channels:
-        feats += [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        feats += [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
         cin = c
     h, w = input_size[0] >> len(channels), input_size[1] >> len(channels)
     head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
     width = cin * h * w
     for d in dense:
-        head += [nn.Linear(width, d), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        head += [nn.Linear(width, d), nn.ReLU(), nn.Dropout(dropout)]
         width = d
     head.append(nn.Linear(width, num_classes))
     return nn.Sequential(nn.Sequential(*feats), nn.Sequential(*head))

@@ -28,6 +28,8 @@ class ModelSpec:
     std: float = 0.25
     expects_masked: bool = False
     description: str = ""
+    cam_layer: str | None = None
+    """Dotted module name (inside the Classifier) of the last convolutional block, for Grad-CAM."""
 
     def to_dict(self) -> dict:
         d = asdict(self)

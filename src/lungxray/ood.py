@@ -1,0 +1,136 @@
+"""Out-of-distribution guard: does this input look like the frontal chest X-rays the model was trained on?
+
+Two complementary tests, both cheap at inference time:
+
+1. Input checks that need no model: a colour photograph (channels disagree), a blank or nearly uniform image.
+2. Feature-space distance: the Mahalanobis distance of the model's penultimate features from the training
+   set's (Ledoit-Wolf shrunk covariance). Radiographs of another kind (lateral views, other body parts,
+   photos, drawings) land far from every training X-ray even when the softmax is confident, which is
+   why softmax probability alone is no guard. The threshold is the 99.5th percentile of the distances of
+   the validation split, so about 1 in 200 genuine in-distribution images is flagged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+QUANTILE = 0.995
+MIN_STD = 0.03
+MAX_COLOUR = 0.06
+
+
+def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError("model has no linear classifier layer to take features from")
+    return linears[-1]
+
+
+@torch.no_grad()
+def penultimate_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features entering the last linear layer, logits) for a batch, in one forward pass."""
+    grabbed: list[torch.Tensor] = []
+    handle = _last_linear(model).register_forward_hook(lambda m, inp, out: grabbed.append(inp[0].detach()))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return grabbed[0].float().flatten(1), logits.float()
+
+
+class FeatureGuard:
+    """Mahalanobis distance to the training features, with a threshold set on validation images."""
+
+    def __init__(self, mean: np.ndarray, precision: np.ndarray, threshold: float):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.precision = np.asarray(precision, dtype=np.float64)
+        self.threshold = float(threshold)
+
+    @classmethod
+    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, quantile: float = QUANTILE) -> "FeatureGuard":
+        from sklearn.covariance import LedoitWolf
+
+        lw = LedoitWolf().fit(np.asarray(train_features, dtype=np.float64))
+        guard = cls(lw.location_, lw.precision_, np.inf)
+        guard.threshold = float(np.quantile(guard.distance(val_features), quantile))
+        return guard
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        d = np.asarray(features, dtype=np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
+
+    def save(self, path: str | Path) -> None:
+        from .utils import atomic_write_bytes
+        from safetensors.torch import save
+
+        atomic_write_bytes(path, save({"mean": torch.from_numpy(self.mean).float(),
+                                       "precision": torch.from_numpy(self.precision).float(),
+                                       "threshold": torch.tensor([self.threshold], dtype=torch.float64)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureGuard":
+        try:
+            t = load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: unreadable OOD statistics ({exc})") from None
+        return cls(t["mean"].double().numpy(), t["precision"].double().numpy(), float(t["threshold"][0]))
+
+
+def input_checks(image: np.ndarray, rgb: np.ndarray | None = None) -> list[str]:
+    """Model-free reasons why `image` (2-D float [0, 1]) is not a chest radiograph; empty when none.
+
+    Args:
+        image: the grayscale image as the classifier will see it (before masking).
+        rgb: optional (H, W, 3) float [0, 1] original, to catch colour photographs.
+    """
+    reasons = []
+    if float(np.std(image)) < MIN_STD:
+        reasons.append(f"nearly uniform image (intensity std {float(np.std(image)):.3f} < {MIN_STD})")
+    if rgb is not None and rgb.ndim == 3 and rgb.shape[-1] >= 3:
+        colour = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])) / 2)
+        if colour > MAX_COLOUR:
+            reasons.append(f"colour image (mean channel difference {colour:.3f} > {MAX_COLOUR}); radiographs are grayscale")
+    return reasons
+
+
+def read_rgb_thumbnail(path: str | Path, size: int = 64) -> np.ndarray | None:
+    """Small RGB version of a PNG/JPEG for the colour check (None for DICOM or unreadable files)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+                return None
+            im.draft("RGB", (size, size))
+            return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
+    except Exception:
+        return None
+
+
+def guard_path(run_or_weights: str | Path) -> Path:
+    """Where a checkpoint's OOD statistics live: `<stem>.ood.safetensors` beside the weights."""
+    p = Path(run_or_weights)
+    if p.is_dir():
+        p = p / "best.safetensors"
+    return p.with_name(p.name.replace(".safetensors", "") + ".ood.safetensors")
+
+
+def fit_guard_for_run(run: Path, model: torch.nn.Module, split, train_idx, val_idx, masks: str, batch_size: int = 64) -> FeatureGuard:
+    """Fit the guard on a run's training features, threshold on validation; saved beside best.safetensors."""
+    from .inference import iter_batches
+
+    def feats(idx):
+        out = []
+        for _, x in iter_batches(split, idx, masks, batch_size):
+            out.append(penultimate_features(model, x.to(next(model.parameters()).device))[0].cpu().numpy())
+        return np.concatenate(out)
+
+    model.eval()
+    guard = FeatureGuard.fit(feats(train_idx), feats(val_idx))
+    guard.save(guard_path(run))
+    return guard

@@ -1,0 +1,637 @@
+"""The one inference pipeline: read -> preprocess -> mask -> classify -> explain.
+
+`lungxray predict`, the REST server and Python callers all go through `Predictor`, so a fix lands
+everywhere and preprocessing cannot drift from training. Training caches every image as
+`to_uint8(resize_image(read_image(path), size))` and divides by 255 when it builds a batch, then
+multiplies by the lung mask when the model was trained on masked images; `Predictor` does exactly
+the same, in the same order, in `_model_input` and `_classify`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
+from .data.discovery import IMAGE_DIRS, MASK_DIRS
+from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
+from .metrics import softmax
+from .models import Classifier
+from .utils import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
+"""The shipped default classifier (weights + `classifier.json` metadata). Replacing the model is a one-file change here."""
+MODEL_CARD = "docs/MODEL_CARD.md"
+NOTICE = "research use only, not for clinical use"
+INTENDED_USE = (
+    "Research and teaching on chest X-ray classification (COVID-19 / Normal / Viral Pneumonia) with the "
+    "COVID-19 Radiography Database. Not a medical device: never use it for diagnosis, triage or any "
+    "decision about a patient."
+)
+MASK_MODES = ("auto", "provided", "predicted", "none")
+DISPLAY_MAX_SIDE = 1024
+"""Overlays never need more; keeping a smaller copy bounds memory per batch for 4k-pixel DICOMs."""
+_MAX_SKIP_WARNINGS = 20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to predict: `path` as the user gave it (joined with a folder), `rel` its path under the inputs' common folder."""
+
+    path: Path
+    rel: Path
+
+
+@dataclass
+class PredictionResult:
+    """What the pipeline says about one image.
+
+    `image`, `mask` and `cam` share one shape: the input downscaled to at most `DISPLAY_MAX_SIDE`
+    pixels on its longer side (the original size when smaller), ready to draw; the model itself saw
+    them resized to its `image_size`.
+    """
+
+    path: str
+    name: str
+    prediction: str
+    probability: float
+    probabilities: dict[str, float]
+    logits: list[float]
+    image: np.ndarray
+    original_shape: tuple[int, int]
+    mask: np.ndarray | None = None
+    mask_source: str | None = None
+    """"provided" (a mask file or array given), "predicted" (segmentation model) or None (no mask applied)."""
+    mask_path: str | None = None
+    cam: np.ndarray | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """JSON-ready record (no arrays)."""
+        return {
+            "path": self.path,
+            "prediction": self.prediction,
+            "probability": self.probability,
+            "probabilities": dict(self.probabilities),
+            "mask": self.mask_source,
+            "mask_path": self.mask_path,
+            "provenance": self.provenance,
+        }
+
+
+@dataclass
+class _Item:
+    """An image between reading and classification (internal)."""
+
+    path: str
+    name: str
+    model_u8: np.ndarray
+    display: np.ndarray
+    original_shape: tuple[int, int]
+    mask_model: np.ndarray | None = None
+    mask_display: np.ndarray | None = None
+    mask_source: str | None = None
+    mask_path: str | None = None
+    wants_predicted_mask: bool = False
+
+
+def _display_copy(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape
+    scale = DISPLAY_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return image.astype(np.float32, copy=False)
+    return resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise ImageReadError(f"{name}: expected a 2-D grayscale image, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ImageReadError(f"{name}: expected floats in [0, 1], got {arr.dtype} (divide 8-bit images by 255)")
+    if arr.size == 0 or not np.isfinite(arr).all():
+        raise ImageReadError(f"{name}: image is empty or has NaN/infinite pixels")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ImageReadError(f"{name}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+    return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max to [0, 1] (1 = most important); an all-zero map stays zero.
+
+    MONAI's default post-processing maps max -> 0 and min -> 1, which reads backwards on a heatmap.
+    """
+    flat = maps.detach().flatten(1)
+    lo = flat.min(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
+    hi = flat.max(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
+    span = hi - lo
+    return torch.where(span > 0, (maps.detach() - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
+
+
+def _gradcam(model: Classifier, layer: str):
+    """MONAI Grad-CAM on a private copy of `model` (hooks never touch the model used for prediction)."""
+    from monai.visualize import GradCAM
+    from monai.visualize.class_activation_maps import ModelWithHooks
+
+    class _PerSampleScore(ModelWithHooks):
+        # MONAI scores `logits[:, class_idx]`, which for a batch mixes every sample's class; we
+        # back-propagate each sample's own predicted class so a whole batch is explained at once.
+        def class_score(self, logits, class_idx):
+            return logits.gather(1, torch.as_tensor(class_idx, device=logits.device).view(-1, 1)).squeeze(1)
+
+    net = copy.deepcopy(model).eval()
+    hooks = _PerSampleScore(net, layer, register_forward=True, register_backward=True)
+    return GradCAM(hooks, layer, postprocessing=_unit_range)
+
+
+class Predictor:
+    """A loaded classifier plus everything needed to use it exactly as it was trained.
+
+    Build with `Predictor.load(...)`; then `predict_array(image)` for one in-memory image or
+    `predict_paths(paths)` to stream files and folders.
+    """
+
+    def __init__(
+        self,
+        model: Classifier,
+        meta: dict,
+        *,
+        masks: str = "auto",
+        mask_dir: str | Path | None = None,
+        cam: bool = False,
+        segmenter: Any = None,
+        checkpoint: str | Path | None = None,
+    ):
+        if masks not in MASK_MODES:
+            raise ConfigError(f"--masks must be one of {', '.join(MASK_MODES)}, got {masks!r}")
+        self.model = model.eval()
+        self.meta = meta
+        self.classes: list[str] = list(meta.get("classes", model.classes))
+        self.size: tuple[int, int] = tuple(int(v) for v in meta.get("image_size", model.spec.input_size))  # type: ignore[assignment]
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.trained_masks = str(meta.get("masks", "none"))
+        self.masked = self.trained_masks != "none"
+        self.masks = masks
+        self.mask_dir = Path(mask_dir) if mask_dir is not None else None
+        if self.mask_dir is not None and not self.mask_dir.is_dir():
+            raise ConfigError(f"--mask-dir {self.mask_dir}: no such folder")
+        if not self.masked and masks in ("provided", "predicted"):
+            raise ConfigError(
+                f"--masks {masks}: model {model.name!r} was trained on unmasked images, so masking its input would "
+                "change what it sees; use --masks auto (or none) with this model"
+            )
+        if self.masked and masks == "none":
+            log.warning("model %s was trained on lung-masked images; --masks none feeds it unmasked images, "
+                        "outside its training conditions", model.name)
+        self.device = next(model.parameters()).device
+        self._segmenter = segmenter
+        self._cam = None
+        self._cam_lock = threading.Lock()
+        if cam:
+            layer = model.spec.cam_layer
+            if not layer:
+                raise ConfigError(f"--cam: model {model.name!r} has no convolutional layer registered for Grad-CAM "
+                                  "(its ModelSpec.cam_layer is empty); use a convolutional model such as cnn")
+            if layer not in dict(model.named_modules()):
+                raise CheckpointError(f"--cam: model {model.name!r} has no layer {layer!r}")
+            self._cam = _gradcam(model, layer)
+        self.checkpoint = str(checkpoint) if checkpoint is not None else None
+        self.provenance = {
+            "notice": NOTICE,
+            "intended_use": INTENDED_USE,
+            "model_card": MODEL_CARD,
+            "model": model.name,
+            "model_version": meta.get("version"),
+            "data_fingerprint": (meta.get("data") or {}).get("fingerprint"),
+        }
+
+    # ------------------------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | None = None,
+        masks: str = "auto",
+        mask_dir: str | Path | None = None,
+        device: str = "cpu",
+        cam: bool = False,
+        segmenter: Any = None,
+    ) -> "Predictor":
+        """Load a checkpoint and wrap it.
+
+        Args:
+            model: run folder, `.safetensors` file (with its `.json`), or None for the shipped default.
+            masks: auto | provided | predicted | none (see `lungxray predict --help`).
+            mask_dir: extra folder to look for masks in (same relative path or file name as the image).
+            device: cpu, cuda or auto.
+            cam: also compute a Grad-CAM heatmap for the predicted class.
+            segmenter: an object with `predict(list_of_images) -> list_of_masks`; default: the
+                `lungxray.segment` model, loaded only when a mask has to be predicted.
+        Raises:
+            CheckpointError: no usable checkpoint (the message says how to get one).
+        """
+        from .checkpoint import load_checkpoint
+        from .train import resolve_device
+
+        path = Path(model) if model is not None else DEFAULT_MODEL
+        if model is None and not (path.is_file() and path.with_suffix(".json").is_file()):
+            raise CheckpointError(
+                f"no default model is installed ({path} and its .json are missing). Train one, e.g. "
+                "`lungxray train --config configs/seed/cnn.toml --out runs/cnn`, then pass --model runs/cnn"
+            )
+        if path.is_dir() and not (path / "best.safetensors").is_file() and (path / DEFAULT_MODEL.name).is_file():
+            path = path / DEFAULT_MODEL.name  # a folder holding a shipped-style classifier.safetensors
+        if model is not None and not path.exists():
+            raise CheckpointError(f"--model {model}: no such file or folder")
+        net, meta = load_checkpoint(path)
+        net = net.to(resolve_device(device))
+        return cls(net, meta, masks=masks, mask_dir=mask_dir, cam=cam, segmenter=segmenter, checkpoint=path)
+
+    def describe(self) -> dict:
+        """The model's identity for output files: name, version, fingerprint, temperature, classes, preprocessing."""
+        return {
+            "name": self.model.name,
+            "version": self.meta.get("version"),
+            "checkpoint": self.checkpoint,
+            "data_fingerprint": (self.meta.get("data") or {}).get("fingerprint"),
+            "temperature": self.temperature,
+            "classes": self.classes,
+            "image_size": list(self.size),
+            "trained_masks": self.trained_masks,
+            "val_metrics": self.meta.get("val_metrics"),
+        }
+
+    # ------------------------------------------------------------------------------------ masks
+    def find_mask(self, file: InputFile | str | Path) -> Path | None:
+        """The mask file for an image: under `mask_dir` (same relative path, name or stem), else in a
+        sibling `masks/` folder (the Radiography Database layout `<class>/images/x.png` + `<class>/masks/x.png`)."""
+        f = file if isinstance(file, InputFile) else InputFile(Path(file), Path(Path(file).name))
+        p = Path(f.path)
+        names = [p.name, p.stem + ".png"]
+        candidates: list[Path] = []
+        if self.mask_dir is not None:
+            candidates.append(self.mask_dir / f.rel)
+            candidates += [self.mask_dir / n for n in names]
+        bases = [p.parent.parent, p.parent] if p.parent.name.lower() in IMAGE_DIRS else [p.parent]
+        for base in bases:
+            for d in MASK_DIRS:
+                candidates += [base / d / n for n in names]
+        for c in candidates:
+            if c.is_file() and c.resolve() != p.resolve():
+                return c
+        return None
+
+    def _mask_plan(self, file: InputFile) -> tuple[Path | None, bool]:
+        """(mask file to read, whether a mask must be predicted) for one input under the current mode."""
+        if not self.masked or self.masks == "none":
+            return None, False
+        if self.masks == "predicted":
+            return None, True
+        found = self.find_mask(file)
+        if found is not None:
+            return found, False
+        if self.masks == "provided":
+            raise ConfigError(
+                f"{file.path}: --masks provided, but no mask was found (looked for a masks/ folder next to images/ "
+                "with the same file name" + (f", and under {self.mask_dir}" if self.mask_dir else "") +
+                "); pass --mask-dir DIR, or --masks auto to predict missing masks"
+            )
+        return None, True
+
+    def check_inputs(self, files: Sequence[InputFile]) -> dict[str, int]:
+        """Fail before any work when the masks these inputs need cannot be had. Returns mask counts."""
+        counts = {"provided": 0, "predicted": 0, "none": 0}
+        first_missing: InputFile | None = None
+        for f in files:
+            mask, predict = self._mask_plan(f)
+            key = "provided" if mask is not None else "predicted" if predict else "none"
+            counts[key] += 1
+            if predict and first_missing is None:
+                first_missing = f
+        if first_missing is not None:
+            self.segmenter(example=str(first_missing.path))
+        return counts
+
+    def segmenter(self, example: str | None = None):
+        """The lung segmentation model, loaded on first use; a clear error when it is not available."""
+        if self._segmenter is not None:
+            return self._segmenter
+        try:
+            from .segment import Segmenter
+        except ImportError as exc:
+            raise CheckpointError(self._no_segmenter(f"lungxray.segment cannot be imported: {exc}", example)) from None
+        try:
+            self._segmenter = Segmenter.load(path=None)
+        except LungxrayError as exc:
+            raise CheckpointError(self._no_segmenter(str(exc), example)) from None
+        return self._segmenter
+
+    def _no_segmenter(self, reason: str, example: str | None) -> str:
+        what = f"{example}: no lung mask was found for it, and " if example else ""
+        return (
+            f"{what}model {self.model.name!r} was trained on lung-masked images, so a mask has to be predicted, but the "
+            f"lung segmentation model is not available ({reason}). Put the masks in a masks/ folder next to images/ "
+            "(same file names) or pass --mask-dir DIR; or use a model trained without masks; or, knowingly, "
+            "--masks none (unmasked input, outside the model's training conditions)."
+        )
+
+    # ------------------------------------------------------------------------------------ pipeline
+    def _model_input(self, image: np.ndarray) -> np.ndarray:
+        # Exactly the training cache: resize in float, round to uint8 (division by 255 happens in _classify).
+        return to_uint8(resize_image(image, self.size))
+
+    def _item(self, image: np.ndarray, name: str, path: str, mask: np.ndarray | None = None,
+              mask_source: str | None = None, mask_path: str | None = None, wants_predicted: bool = False) -> _Item:
+        image = _check_image(image, name)
+        item = _Item(path=path, name=name, model_u8=self._model_input(image), display=_display_copy(image),
+                     original_shape=(int(image.shape[0]), int(image.shape[1])), wants_predicted_mask=wants_predicted)
+        if mask is not None:
+            self._attach_mask(item, mask, mask_source or "provided", mask_path)
+        return item
+
+    def _attach_mask(self, item: _Item, mask: np.ndarray, source: str, mask_path: str | None) -> None:
+        m = np.asarray(mask)
+        if m.ndim != 2 or m.size == 0:
+            raise ImageReadError(f"{item.name}: mask must be a 2-D array, got shape {m.shape}")
+        m = m.astype(bool)
+        # Resized straight from the mask's own size, as the training cache does (not via the display copy).
+        item.mask_model = m if m.shape == self.size else resize_mask(m, self.size)
+        item.mask_display = m if m.shape == item.display.shape else resize_mask(m, item.display.shape)
+        item.mask_source, item.mask_path = source, mask_path
+        if item.mask_model.mean() < 0.01:
+            log.warning("%s: the lung mask covers less than 1%% of the image; the model sees an almost black image", item.name)
+
+    def _classify(self, items: list[_Item]) -> list[PredictionResult]:
+        pending = [it for it in items if it.wants_predicted_mask and it.mask_model is None]
+        if pending:
+            seg = self.segmenter(example=pending[0].path)
+            for it, m in zip(pending, seg.predict([it.display for it in pending])):
+                self._attach_mask(it, m, "predicted", None)
+        x = torch.from_numpy(np.stack([it.model_u8 for it in items])).float().div_(255.0)
+        if self.masked:
+            ones = np.ones(self.size, dtype=np.uint8)
+            m = np.stack([it.mask_model.astype(np.uint8) if it.mask_model is not None else ones for it in items])
+            x = x * torch.from_numpy(m).float()
+        x = x.unsqueeze(1).to(self.device)
+        with torch.no_grad():
+            logits = self.model(x).float().cpu().numpy()
+        probs = softmax(logits, self.temperature)
+        top = probs.argmax(axis=1)
+        cams: list[np.ndarray | None] = [None] * len(items)
+        if self._cam is not None:
+            with self._cam_lock, torch.enable_grad():
+                maps = self._cam(x, class_idx=torch.as_tensor(top, device=x.device))
+            maps = maps[:, 0].float().cpu().numpy()
+            cams = [resize_image(np.clip(mp, 0, 1), it.display.shape) for mp, it in zip(maps, items)]
+        out = []
+        for it, lg, pr, k, cm in zip(items, logits, probs, top, cams):
+            out.append(
+                PredictionResult(
+                    path=it.path, name=it.name, prediction=self.classes[int(k)], probability=float(pr[k]),
+                    probabilities={c: float(v) for c, v in zip(self.classes, pr)}, logits=[float(v) for v in lg],
+                    image=it.display, original_shape=it.original_shape, mask=it.mask_display,
+                    mask_source=it.mask_source, mask_path=it.mask_path, cam=cm, provenance=self.provenance,
+                )
+            )
+        return out
+
+    def predict_array(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "<array>") -> PredictionResult:
+        """Classify one 2-D float image in [0, 1] (as `lungxray.data.io.read_image` returns).
+
+        Args:
+            image: (H, W) float array, 0 = black.
+            mask: optional lung mask (any size, resized like the training masks); used only when the
+                model was trained on masked images and `masks` is not "none".
+            name: label for messages and the result's `path`.
+        """
+        use_mask = mask is not None and self.masked and self.masks != "none"
+        if self.masked and self.masks == "provided" and mask is None:
+            raise ConfigError(f"{name}: --masks provided, but no mask was given")
+        wants = self.masked and not use_mask and self.masks in ("auto", "predicted")
+        if self.masks == "predicted":
+            use_mask, wants = False, True
+        item = self._item(image, name, name, mask if use_mask else None, "provided", None, wants)
+        return self._classify([item])[0]
+
+    def predict_paths(
+        self,
+        paths: Iterable[str | Path | InputFile],
+        batch_size: int = 16,
+        skipped: list[tuple[str, str]] | None = None,
+        progress: bool = False,
+    ) -> Iterator[PredictionResult]:
+        """Stream predictions for files and folders (recursively), `batch_size` images at a time.
+
+        Unreadable files are skipped with a warning naming them (and appended to `skipped` as
+        (path, reason)); a count is logged at the end. Only one batch is ever held in memory.
+        """
+        from tqdm import tqdm
+
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        items = list(paths)
+        files = [p for p in items if isinstance(p, InputFile)]
+        if len(files) != len(items):
+            files = discover_inputs([p for p in items if not isinstance(p, InputFile)]) + files
+        skips: list[tuple[str, str]] = skipped if skipped is not None else []
+        start = len(skips)
+        batch: list[_Item] = []
+        for f in tqdm(files, desc="predicting", unit="img", disable=not progress, leave=False):
+            try:
+                mask_file, wants = self._mask_plan(f)
+                image = read_image(f.path)
+                mask = read_mask(mask_file) if mask_file is not None else None
+                batch.append(self._item(image, f.rel.as_posix(), str(f.path), mask, "provided",
+                                        str(mask_file) if mask_file else None, wants))
+            except ImageReadError as exc:
+                self._skip(skips, start, str(f.path), str(exc))
+                continue
+            except OSError as exc:
+                self._skip(skips, start, str(f.path), f"{f.path}: {exc.strerror or exc}")
+                continue
+            if len(batch) >= batch_size:
+                yield from self._classify(batch)
+                batch = []
+        if batch:
+            yield from self._classify(batch)
+        n = len(skips) - start
+        if n:
+            log.warning("skipped %d of %d file(s) that could not be read as X-ray images", n, len(files))
+
+    @staticmethod
+    def _skip(skips: list, start: int, path: str, reason: str) -> None:
+        skips.append((path, reason))
+        if len(skips) - start <= _MAX_SKIP_WARNINGS:
+            log.warning("skipped %s", reason)
+        elif len(skips) - start == _MAX_SKIP_WARNINGS + 1:
+            log.warning("skipping more unreadable files; see the final count (and predictions.json) for all")
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
+    """Every non-hidden file under `folder`, sorted, skipping mask folders and excluded folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and d.lower() not in MASK_DIRS and (here / d).resolve() not in exclude
+        )
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield here / name
+
+
+def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
+    """Expand files and folders (recursively) into the files to predict, in a stable order.
+
+    Folders named like mask folders (`masks/`, `lung masks/`) and hidden files are not inputs;
+    everything else is, and its format is sniffed from content later (so a DICOM without an
+    extension works and a text file is reported, not silently dropped).
+
+    Raises:
+        DatasetError: a path does not exist, or nothing was found.
+    """
+    given = [Path(p) for p in paths]
+    if not given:
+        raise DatasetError("no input given: pass image files or folders")
+    missing = [p for p in given if not p.exists()]
+    if missing:
+        raise DatasetError(f"{missing[0]}: no such file or folder")
+    ex = {Path(e).resolve() for e in exclude}
+    roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in given]
+    base = Path(os.path.commonpath([str(r) for r in roots]))
+    seen: set[Path] = set()
+    out: list[InputFile] = []
+    for p in given:
+        for f in (_walk(p, ex) if p.is_dir() else [p]):
+            key = f.resolve()
+            if key in seen or not f.is_file():
+                continue
+            seen.add(key)
+            try:
+                rel = key.relative_to(base)
+            except ValueError:  # a symlink pointing elsewhere
+                rel = Path(f.name)
+            out.append(InputFile(f, rel))
+    if not out:
+        raise DatasetError(f"no files found in {', '.join(str(p) for p in given)}")
+    return out
+
+
+def overlay_names(files: Sequence[InputFile]) -> dict[Path, Path]:
+    """Overlay path (relative to the output folder) for each input: its relative path with `.png`.
+
+    Two inputs that would share a name (`x.png` and `x.dcm`) get `x.dcm.png`, then `-2`, `-3`...
+    """
+    taken: set[str] = set()
+    out: dict[Path, Path] = {}
+    for f in files:
+        options = [f.rel.with_suffix(".png"), f.rel.with_name(f.rel.name + ".png")]
+        options += [f.rel.with_name(f"{f.rel.stem}-{i}.png") for i in range(2, len(files) + 2)]
+        for cand in options:
+            if cand.as_posix().lower() not in taken:  # case-insensitive: macOS/Windows file systems
+                taken.add(cand.as_posix().lower())
+                out[f.path] = cand
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------------------- outputs
+@dataclass
+class PredictionRun:
+    """What `predict_to_folder` did."""
+
+    out: Path
+    classes: list[str]
+    rows: list[dict]
+    skipped: list[tuple[str, str]]
+    csv_path: Path
+    json_path: Path
+    overlays: list[Path]
+    model: dict
+
+
+def _csv_text(rows: list[dict], classes: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "prediction", "probability", *classes])
+    for r in rows:
+        w.writerow([r["path"], r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
+    return buf.getvalue()
+
+
+def predict_to_folder(
+    paths: Sequence[str | Path],
+    out: str | Path = "test_results",
+    model: str | Path | None = None,
+    masks: str = "auto",
+    mask_dir: str | Path | None = None,
+    cam: bool = False,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    overlays: bool = True,
+    device: str = "cpu",
+    progress: bool = False,
+    predictor: Predictor | None = None,
+) -> PredictionRun:
+    """Predict files/folders and write `predictions.csv`, `predictions.json` and one overlay PNG per input.
+
+    Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
+
+    Returns:
+        PredictionRun with the rows (in input order), skipped files and written paths.
+    """
+    from .report.overlay import write_overlay
+
+    out = Path(out)
+    pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
+    files = discover_inputs(paths, exclude=[out])
+    names = overlay_names(files)
+    csv_path, json_path = out / "predictions.csv", out / "predictions.json"
+    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] if overlays else [])
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
+            "pass --overwrite to replace them, or choose another --out"
+        )
+    pred.check_inputs(files)
+    rows: list[dict] = []
+    written: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    by_path = {str(f.path): f for f in files}
+    for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress):
+        row = res.row()
+        row["overlay"] = None
+        if overlays:
+            rel = names[by_path[res.path].path]
+            written.append(write_overlay(out / rel, res, pred.classes, model_label=f"{pred.model.name} {pred.meta.get('version', '')}".strip()))
+            row["overlay"] = rel.as_posix()
+        rows.append(row)
+    if not rows:
+        raise ImageReadError(f"none of the {len(files)} file(s) could be read as an X-ray image (first: {skipped[0][1]})")
+    desc = pred.describe()
+    atomic_write_text(csv_path, _csv_text(rows, pred.classes))
+    write_json(json_path, {
+        "provenance": pred.provenance,
+        "model": desc,
+        "settings": {"masks": pred.masks, "mask_dir": str(mask_dir) if mask_dir else None, "cam": pred._cam is not None,
+                     "batch_size": batch_size},
+        "classes": pred.classes,
+        "n_predicted": len(rows),
+        "skipped": [{"path": p, "error": e} for p, e in skipped],
+        "rows": rows,
+    })
+    return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc)

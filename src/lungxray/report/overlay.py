@@ -1,0 +1,101 @@
+"""One overlay PNG per prediction: the X-ray with the original study's prediction box, every class's
+probability, the lung-mask outline when a mask was used, and optionally a Grad-CAM panel.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
+rendering keeps no global state and is safe to call from a server's worker threads.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..utils import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from ..predict import PredictionResult
+
+FOOTER = "Research use only \u2014 not for clinical use"
+_PANEL_IN = 4.0
+_DPI = 100
+_MASK_COLOR = "#39ff14"
+_BAR_COLOR, _TOP_COLOR = "#9aa5b1", "#d62728"
+
+
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else "\u2026" + text[-(n - 1):]
+
+
+def _image_axes(ax, image: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="lanczos")
+    ax.set_axis_off()
+
+
+def render_overlay(result: "PredictionResult", classes: Sequence[str], model_label: str = "") -> bytes:
+    """Draw one prediction and return the PNG bytes.
+
+    Args:
+        result: a `PredictionResult` (its `image`, `mask` and `cam` share one shape).
+        classes: class names in model order (bars are drawn in this order).
+        model_label: e.g. "cnn 0.1.0", printed in the footer.
+    """
+    panels = 2 if result.cam is not None else 1
+    n = len(classes)
+    bars_in = 0.28 * n + 0.35
+    fig = Figure(figsize=(_PANEL_IN * panels, _PANEL_IN + bars_in + 0.75), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, panels, height_ratios=[_PANEL_IN, bars_in], left=0.03, right=0.97,
+                            top=0.93, bottom=0.1, hspace=0.12, wspace=0.05)
+    fig.suptitle(_short(result.name), fontsize=10, y=0.985)
+
+    ax = fig.add_subplot(grid[0, 0])
+    _image_axes(ax, result.image)
+    if result.mask is not None and result.mask.any():
+        ax.contour(result.mask.astype(np.float32), levels=[0.5], colors=[_MASK_COLOR], linewidths=1.0)
+        ax.text(0.02, 0.02, f"lung mask: {result.mask_source}", transform=ax.transAxes, fontsize=7, color=_MASK_COLOR,
+                va="bottom", ha="left", bbox={"boxstyle": "round,pad=0.2", "facecolor": "black", "alpha": 0.6, "lw": 0})
+    ax.text(0.03, 0.97, f"Prediction: {result.prediction}\nProbability: {100 * result.probability:.1f}%",
+            transform=ax.transAxes, fontsize=10, color="white", va="top", ha="left", fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.35", "facecolor": "black", "alpha": 0.7, "lw": 0})
+
+    if result.cam is not None:
+        cx = fig.add_subplot(grid[0, 1])
+        _image_axes(cx, result.image)
+        cx.imshow(result.cam, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.45, interpolation="bilinear")
+        cx.text(0.03, 0.97, f"Grad-CAM: {result.prediction}\n(red = most influential)", transform=cx.transAxes,
+                fontsize=8, color="white", va="top", ha="left",
+                bbox={"boxstyle": "round,pad=0.3", "facecolor": "black", "alpha": 0.6, "lw": 0})
+
+    bx = fig.add_subplot(grid[1, :])
+    probs = [float(result.probabilities[c]) for c in classes]
+    ys = np.arange(n)[::-1]
+    colors = [_TOP_COLOR if c == result.prediction else _BAR_COLOR for c in classes]
+    bx.barh(ys, probs, color=colors, height=0.7)
+    bx.set_yticks(ys, [str(c) for c in classes], fontsize=8)
+    bx.set_xlim(0, 1)
+    bx.set_xticks([])
+    for y, p in zip(ys, probs):
+        bx.text(min(p, 0.86) + 0.01, y, f"{100 * p:.1f}%", va="center", fontsize=8)
+    for side in ("top", "right", "bottom"):
+        bx.spines[side].set_visible(False)
+    bx.tick_params(axis="y", length=0)
+    # Long class names would be clipped by the fixed margins; move the bars' axes right to fit them.
+    pos = bx.get_position()
+    shift = min(0.3, 0.012 * max(len(str(c)) for c in classes) / panels)
+    bx.set_position([pos.x0 + shift, pos.y0, pos.width - shift, pos.height])
+
+    footer = FOOTER + (f"  \u00b7  model: {model_label}" if model_label else "")
+    fig.text(0.5, 0.015, footer, ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def write_overlay(path: str | Path, result: "PredictionResult", classes: Sequence[str], model_label: str = "") -> Path:
+    """Render `result` and write it atomically to `path` (folders created). Returns the path."""
+    return atomic_write_bytes(path, render_overlay(result, classes, model_label))

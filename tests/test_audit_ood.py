@@ -1,0 +1,98 @@
+"""Shortcut audit and the out-of-distribution guard."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungxray.audit import audit_run
+from lungxray.config import load_config
+from lungxray.data.api import split_dataset
+from lungxray.ood import FeatureGuard, input_checks, penultimate_features
+from lungxray.train import train
+from lungxray.models import create_model
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+
+
+def ellipse_masks(images: np.ndarray) -> np.ndarray:
+    """A stand-in segmenter: two lung-shaped ellipses, so the audit can be tested without weights."""
+    n, h, w = images.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    m = np.zeros((h, w), bool)
+    for cx in (0.3 * w, 0.7 * w):
+        m |= ((xx - cx) / (0.16 * w)) ** 2 + ((yy - 0.5 * h) / (0.3 * h)) ** 2 <= 1
+    return np.repeat(m[None], n, 0)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("audit")
+    split_dataset(SAMPLE, tmp / "split.csv", seed=0, progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 2, "batch_size": 8})
+    return train(cfg, SAMPLE, tmp / "run", tmp / "split.csv", progress=False)
+
+
+def test_audit_reports_all_measurements(run):
+    r = audit_run(run, SAMPLE, "test", segmenter=ellipse_masks, progress=False)
+    assert set(r["accuracy"]) == {"full", "lungs_only", "lungs_removed"}
+    assert all(0 <= v <= 1 for v in r["accuracy"].values())
+    assert r["n"] == 6
+    # VP test images have provided masks; the others get the stand-in segmenter's.
+    assert r["masks"]["provided"] == 2 and r["masks"]["predicted"] == 4
+    g = r["gradcam_mass_in_lungs"]
+    assert 0 <= g["p10"] <= g["median"] <= g["p90"] <= 1
+    assert 0.05 < r["lung_area_fraction_mean"] < 0.7
+    out = run / "audit-test"
+    assert json.loads((out / "audit.json").read_text())["verdict"] == r["verdict"]
+    assert (out / "audit.png").stat().st_size > 1000 and (out / "report.html").is_file()
+
+
+def test_audit_needs_masks_when_provided_only(run):
+    from lungxray.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="have no mask"):
+        audit_run(run, SAMPLE, "test", masks="provided", progress=False)
+
+
+def test_feature_guard_flags_far_points():
+    rng = np.random.default_rng(0)
+    train_f = rng.normal(size=(500, 8))
+    val_f = rng.normal(size=(200, 8))
+    guard = FeatureGuard.fit(train_f, val_f)
+    d_in = guard.distance(rng.normal(size=(200, 8)))
+    d_out = guard.distance(rng.normal(loc=6.0, size=(50, 8)))
+    assert (d_in > guard.threshold).mean() < 0.05
+    assert (d_out > guard.threshold).all()
+
+
+def test_feature_guard_roundtrip(tmp_path):
+    rng = np.random.default_rng(1)
+    guard = FeatureGuard.fit(rng.normal(size=(100, 4)), rng.normal(size=(50, 4)))
+    guard.save(tmp_path / "g.ood.safetensors")
+    back = FeatureGuard.load(tmp_path / "g.ood.safetensors")
+    x = rng.normal(size=(5, 4))
+    assert np.allclose(back.distance(x), guard.distance(x), rtol=1e-4)
+    assert back.threshold == pytest.approx(guard.threshold)
+
+
+def test_input_checks():
+    rng = np.random.default_rng(0)
+    xray = rng.uniform(0, 1, (64, 64)).astype(np.float32)
+    assert input_checks(xray) == []
+    assert "uniform" in input_checks(np.full((64, 64), 0.5, np.float32))[0]
+    photo = np.stack([xray, xray * 0.2, 1 - xray], -1)
+    assert any("colour" in r for r in input_checks(xray, photo))
+    gray_rgb = np.stack([xray] * 3, -1)
+    assert input_checks(xray, gray_rgb) == []
+
+
+def test_penultimate_features_match_logits():
+    model = create_model("cnn", input_size=32).eval()
+    x = torch.rand(3, 1, 32, 32)
+    feats, logits = penultimate_features(model, x)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert feats.shape == (3, last.in_features)
+    assert torch.allclose(last(feats), logits, atol=1e-5)
