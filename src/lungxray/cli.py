@@ -294,19 +294,24 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
         paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
         overlays=not no_overlay, device=device, progress=sys.stderr.isatty(),
     )
-    names = [r["path"] if len(r["path"]) <= 48 else "..." + r["path"][-45:] for r in res.rows]
+    names = [r["name"] if len(r["name"]) <= 50 else "..." + r["name"][-47:] for r in res.rows]
     width = max([len("file"), *map(len, names)])
     cols = [max(len(c), 7) for c in res.classes]
-    click.echo(f"{'file':<{width}}  {'prediction':<16} {'prob.':>7}  " + "  ".join(f"{c:>{w}}" for c, w in zip(res.classes, cols)))
+    click.echo(f"{'file':<{width}}  {'prediction':<16} {'prob.':>6}  " + "  ".join(f"{c:>{w}}" for c, w in zip(res.classes, cols)))
     for name, r in zip(names, res.rows):
         probs = "  ".join(f"{100 * r['probabilities'][c]:>{w - 1}.1f}%" for c, w in zip(res.classes, cols))
-        click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>6.1f}%  {probs}")
-    if res.skipped:
-        click.echo(f"skipped {len(res.skipped)} file(s) that are not readable X-rays, e.g. {res.skipped[0][1]}", err=True)
+        click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>5.1f}%  {probs}")
     m = res.model
-    click.echo(f"model {m['name']} {m['version'] or ''} (fingerprint {m['data_fingerprint'] or 'n/a'}); research use only, not for clinical use")
-    wrote = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
-    click.echo(f"predicted {len(res.rows)} image(s); wrote {wrote}{res.csv_path} and {res.json_path}")
+    click.echo(f"model: {m['name']} {m['version'] or ''} (data fingerprint {m['data_fingerprint'] or 'n/a'}); "
+               "research use only, not for clinical use")
+    skipped = f", skipped {len(res.skipped)} unreadable file(s)" if res.skipped else ""
+    overlays = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
+    click.echo(f"predicted {len(res.rows)} image(s){skipped}; wrote {overlays}{res.csv_path} and {res.json_path}")
+
+
+from .segment.cli import fill_masks_cmd, segment_group  # noqa: E402
+main.add_command(segment_group)
+data.add_command(fill_masks_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,6 +82,7 @@ class PredictionResult:
         """JSON-ready record (no arrays)."""
         return {
             "path": self.path,
+            "name": self.name,
             "prediction": self.prediction,
             "probability": self.probability,
             "probabilities": dict(self.probabilities),
@@ -533,18 +534,25 @@ def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] =
 def overlay_names(files: Sequence[InputFile]) -> dict[Path, Path]:
     """Overlay path (relative to the output folder) for each input: its relative path with `.png`.
 
-    Two inputs that would share a name (`x.png` and `x.dcm`) get `x.dcm.png`, then `-2`, `-3`...
+    When inputs would share a name (`x.png` and `x.dcm`), the PNG keeps `x.png` and the others keep
+    their full name (`x.dcm.png`); any remaining clash gets `-2`, `-3`...
     """
+    def key(p: Path) -> str:
+        return p.as_posix().lower()  # case-insensitive: macOS/Windows file systems
+
+    natural = [f.rel.with_suffix(".png") for f in files]
+    counts: dict[str, int] = {}
+    for n in natural:
+        counts[key(n)] = counts.get(key(n), 0) + 1
     taken: set[str] = set()
     out: dict[Path, Path] = {}
-    for f in files:
-        options = [f.rel.with_suffix(".png"), f.rel.with_name(f.rel.name + ".png")]
-        options += [f.rel.with_name(f"{f.rel.stem}-{i}.png") for i in range(2, len(files) + 2)]
-        for cand in options:
-            if cand.as_posix().lower() not in taken:  # case-insensitive: macOS/Windows file systems
-                taken.add(cand.as_posix().lower())
-                out[f.path] = cand
-                break
+    for f, nat in zip(files, natural):
+        first = nat if counts[key(nat)] == 1 or f.rel.suffix.lower() == ".png" else f.rel.with_name(f.rel.name + ".png")
+        cand, i = first, 2
+        while key(cand) in taken:
+            cand, i = first.with_name(f"{first.name[:-4]}-{i}.png"), i + 1
+        taken.add(key(cand))
+        out[f.path] = cand
     return out
 
 

@@ -159,7 +159,7 @@ def test_crash_truncated_store_is_repaired_on_open(dataset: Path, tmp_path: Path
     assert (arr[9] == 9).all()
 
 
-def test_rows_without_index_are_dropped(dataset: Path, tmp_path: Path, synth) -> None:
+def test_rows_without_index_are_dropped(dataset: Path, tmp_path: Path) -> None:
     cache = tmp_path / "c"
     folder = cache / f"{SIZE[0]}x{SIZE[1]}" / "images"
     folder.mkdir(parents=True)
@@ -215,7 +215,7 @@ def test_deleted_data_file_is_rebuilt(dataset: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(again.images[again.image_rows]), before)
 
 
-def test_failed_image_is_not_cached_and_retried_after_fix(dataset: Path, tmp_path: Path, synth) -> None:
+def test_failed_image_is_not_cached_and_retried_after_fix(dataset: Path, tmp_path: Path) -> None:
     index = scan_dataset(dataset)
     target = dataset / index.samples[0].path
     good = target.read_bytes()

@@ -63,12 +63,19 @@ class ArrayStore:
             if doc.get("version") == _FORMAT_VERSION and tuple(doc.get("shape", ())) == self.shape:
                 self.entries = doc["entries"]
         self._row_bytes = self.shape[0] * self.shape[1]
-        # Rows written after the last index save (a crash) are dropped: the index is the truth.
-        valid = len(self.entries) * self._row_bytes
-        if self.data_path.exists() and self.data_path.stat().st_size != valid:
-            with open(self.data_path, "r+b") as fh:
-                fh.truncate(valid)
         self._dirty = 0
+        # The index is the truth, but only for rows the data file really holds: rows written after the
+        # last index save (a crash) are cut off, and index entries beyond the data (a lost or truncated
+        # file) are dropped so they get decoded again rather than served as black images.
+        size = self.data_path.stat().st_size if self.data_path.exists() else 0
+        complete = size // self._row_bytes
+        if len(self.entries) > complete:
+            self.entries = {k: v for k, v in self.entries.items() if v["row"] < complete}
+            self._dirty = 1
+        valid = len(self.entries) * self._row_bytes
+        if size != valid or not self.data_path.exists():
+            with open(self.data_path, "a+b") as fh:
+                fh.truncate(valid)
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries

@@ -66,10 +66,14 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    arr = apply_modality_lut(pixels, ds).astype(np.float64)
     has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    try:
+        arr = apply_modality_lut(pixels, ds).astype(np.float64)
+        if has_voi:
+            arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ImageReadError(f"{path}: invalid rescale or window (VOI LUT) values ({exc})") from None
     if has_voi:
-        arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
         lo, hi = float(arr.min()), float(arr.max())
     else:
         lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))

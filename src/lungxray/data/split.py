@@ -36,7 +36,7 @@ class ManifestRow:
 
 def cap_per_class(samples: list[Sample], per_class: int | None, seed: int) -> list[Sample]:
     """Random subsample of at most `per_class` images per class (before splitting, as the study did)."""
-    if not per_class:
+    if per_class is None:
         return list(samples)
     if per_class < 1:
         raise DatasetError("--per-class must be a positive number")

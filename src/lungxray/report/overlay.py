@@ -46,14 +46,20 @@ def render_overlay(result: "PredictionResult", classes: Sequence[str], model_lab
     """
     panels = 2 if result.cam is not None else 1
     n = len(classes)
-    bars_in = 0.28 * n + 0.35
-    fig = Figure(figsize=(_PANEL_IN * panels, _PANEL_IN + bars_in + 0.75), dpi=_DPI)
+    # Fixed layout in inches (then converted to figure fractions) so every overlay looks the same.
+    margin, gap, title_h, footer_h = 0.12, 0.1, 0.35, 0.35
+    bars_h = 0.26 * n + 0.1
+    width = margin * 2 + _PANEL_IN * panels + gap * (panels - 1)
+    height = title_h + _PANEL_IN + 0.2 + bars_h + 0.15 + footer_h
+    fig = Figure(figsize=(width, height), dpi=_DPI)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, panels, height_ratios=[_PANEL_IN, bars_in], left=0.03, right=0.97,
-                            top=0.93, bottom=0.1, hspace=0.12, wspace=0.05)
-    fig.suptitle(_short(result.name), fontsize=10, y=0.985)
 
-    ax = fig.add_subplot(grid[0, 0])
+    def rect(x: float, y: float, w: float, h: float) -> list[float]:
+        return [x / width, y / height, w / width, h / height]
+
+    fig.text(0.5, 1 - 0.08 / height, _short(result.name, 70), ha="center", va="top", fontsize=10)
+    img_y = footer_h + 0.15 + bars_h + 0.2
+    ax = fig.add_axes(rect(margin, img_y, _PANEL_IN, _PANEL_IN))
     _image_axes(ax, result.image)
     if result.mask is not None and result.mask.any():
         ax.contour(result.mask.astype(np.float32), levels=[0.5], colors=[_MASK_COLOR], linewidths=1.0)
@@ -64,33 +70,31 @@ def render_overlay(result: "PredictionResult", classes: Sequence[str], model_lab
             bbox={"boxstyle": "round,pad=0.35", "facecolor": "black", "alpha": 0.7, "lw": 0})
 
     if result.cam is not None:
-        cx = fig.add_subplot(grid[0, 1])
+        cx = fig.add_axes(rect(margin + _PANEL_IN + gap, img_y, _PANEL_IN, _PANEL_IN))
         _image_axes(cx, result.image)
         cx.imshow(result.cam, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.45, interpolation="bilinear")
         cx.text(0.03, 0.97, f"Grad-CAM: {result.prediction}\n(red = most influential)", transform=cx.transAxes,
                 fontsize=8, color="white", va="top", ha="left",
                 bbox={"boxstyle": "round,pad=0.3", "facecolor": "black", "alpha": 0.6, "lw": 0})
 
-    bx = fig.add_subplot(grid[1, :])
+    label_w = 0.2 + 0.07 * max(len(str(c)) for c in classes)  # room for the class names at 8 pt
+    bx = fig.add_axes(rect(margin + label_w, footer_h + 0.15, width - 2 * margin - label_w - 0.55, bars_h))
     probs = [float(result.probabilities[c]) for c in classes]
     ys = np.arange(n)[::-1]
     colors = [_TOP_COLOR if c == result.prediction else _BAR_COLOR for c in classes]
     bx.barh(ys, probs, color=colors, height=0.7)
     bx.set_yticks(ys, [str(c) for c in classes], fontsize=8)
     bx.set_xlim(0, 1)
+    bx.set_ylim(-0.5, n - 0.5)
     bx.set_xticks([])
     for y, p in zip(ys, probs):
-        bx.text(min(p, 0.86) + 0.01, y, f"{100 * p:.1f}%", va="center", fontsize=8)
+        bx.text(p + 0.01, y, f"{100 * p:.1f}%", va="center", fontsize=8, clip_on=False)
     for side in ("top", "right", "bottom"):
         bx.spines[side].set_visible(False)
     bx.tick_params(axis="y", length=0)
-    # Long class names would be clipped by the fixed margins; move the bars' axes right to fit them.
-    pos = bx.get_position()
-    shift = min(0.3, 0.012 * max(len(str(c)) for c in classes) / panels)
-    bx.set_position([pos.x0 + shift, pos.y0, pos.width - shift, pos.height])
 
     footer = FOOTER + (f"  \u00b7  model: {model_label}" if model_label else "")
-    fig.text(0.5, 0.015, footer, ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold")
+    fig.text(0.5, 0.1 / height, footer, ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
     return buf.getvalue()

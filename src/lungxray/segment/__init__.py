@@ -1,0 +1,40 @@
+"""Lung segmentation: a MONAI U-Net that gives X-rays without masks their lung masks.
+
+    from lungxray.segment import Segmenter
+    seg = Segmenter.load()            # the shipped weights
+    masks = seg.predict(images)       # 2-D float arrays in [0, 1] -> bool masks of the same sizes
+
+Names are imported lazily, so `lungxray --help` does not pay for importing torch and MONAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Segmenter": ".inference",
+    "default_segmenter_path": ".inference",
+    "LungUNet": ".model",
+    "load_segmenter": ".model",
+    "save_segmenter": ".model",
+    "dice": ".metrics",
+    "hd95": ".metrics",
+    "postprocess_mask": ".postprocess",
+    "find_pairs": ".data",
+    "fill_masks": ".fill",
+    "SegTrainConfig": ".train",
+    "train_segmenter": ".train",
+    "evaluate_pairs": ".evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,324 @@
+"""Training the lung U-Net: one readable loop.
+
+Sources come in three roles, each a folder (see `find_pairs`):
+- `data`: every pair is used for training (COVID-QU-Ex `Train`);
+- `holdout_data`: pairs are split by a seed into a training share and a held-out share that is scored
+  separately (the Radiography Database's Viral Pneumonia masks); the held-out file list is written into
+  the model's metadata so the benchmark scores exactly those;
+- `val_data`: validation only (COVID-QU-Ex `Val`).
+Each validation set is reported on its own. The epoch with the best mean validation Dice (averaged over the
+sets, so the bigger one does not dominate) is kept as `best`, then scored in full (post-processing, the
+masks' own resolution, HD95) by the same code the benchmark uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.transforms import random_affined, random_intensity
+from ..errors import ConfigError
+from ..utils import atomic_write_text, write_json
+from .data import PairSet, find_pairs, holdout_split, load_pairs
+from .evaluate import evaluate_pairs, near_duplicates_of
+from .inference import Segmenter
+from .model import LungUNet, save_segmenter, unet_args
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegTrainConfig:
+    """Everything that defines a segmentation run; saved as `config.json` in the run folder."""
+
+    image_size: int = 256
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    num_res_units: int = 2
+    norm: str = "batch"
+    dropout: float = 0.0
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    """Peak learning rate of the one-cycle schedule."""
+    weight_decay: float = 1e-4
+    holdout_frac: float = 0.3
+    split_seed: int = 0
+    seed: int = 0
+    augment: bool = True
+    aug_rotate: float = 10.0
+    aug_shift: float = 0.06
+    aug_zoom: float = 0.1
+    aug_shear: float = 0.05
+    aug_intensity: float = 0.2
+    amp: bool = True
+    """bfloat16 autocast: 2-4x faster training on CPUs with AVX-512 BF16."""
+    channels_last: bool = True
+    threads: int = 0
+    max_pairs: int | None = None
+    """Use at most this many pairs per source (first by name; for quick trials)."""
+
+    def validate(self) -> "SegTrainConfig":
+        unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
+        if self.image_size < 16 or self.image_size % (2 ** (len(self.channels) - 1)):
+            raise ConfigError(f"image_size {self.image_size} must be >= 16 and divisible by {2 ** (len(self.channels) - 1)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0.0 <= self.holdout_frac < 1.0:
+            raise ConfigError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SegTrainConfig":
+        """Build from a dict, refusing unknown keys (with the nearest valid one suggested)."""
+        import difflib
+
+        names = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                raise ConfigError(f"unknown segmentation setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return cls(**{k: v for k, v in values.items() if v is not None}).validate()
+
+
+def source_name(path: str | Path) -> str:
+    """A readable, machine-independent name for a data folder: its last two path parts."""
+    parts = Path(path).resolve().parts
+    return "/".join(parts[-2:])
+
+
+def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool) -> PairSet:
+    name = source_name(path)
+    pairs = find_pairs(path, name)
+    if cfg.max_pairs:
+        pairs = pairs[: cfg.max_pairs]
+    return load_pairs(pairs, size, progress, desc=f"reading {name}")
+
+
+def _concat(sets: list[PairSet]) -> PairSet:
+    return PairSet(
+        [p for s in sets for p in s.pairs],
+        np.concatenate([s.images for s in sets]),
+        np.concatenate([s.masks for s in sets]),
+        np.concatenate([s.hashes for s in sets]),
+        [x for s in sets for x in s.skipped],
+    )
+
+
+def _batch(ps: PairSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    return {
+        "image": torch.from_numpy(ps.images[idx]).float().div_(255.0)[:, None],
+        "mask": torch.from_numpy(ps.masks[idx]).float()[:, None],
+    }
+
+
+@torch.no_grad()
+def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, batch_size: int = 32) -> float:
+    """Mean per-image Dice at the model size, thresholded, no post-processing: cheap enough for every epoch."""
+    model.eval()
+    scores = []
+    for start in range(0, len(ps), batch_size):
+        b = _batch(ps, np.arange(start, min(start + batch_size, len(ps))))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            pred = model(b["image"].contiguous(memory_format=torch.channels_last)).float() > 0
+        ref = b["mask"] > 0.5
+        inter = (pred & ref).flatten(1).sum(1).float()
+        total = (pred.flatten(1).sum(1) + ref.flatten(1).sum(1)).float()
+        scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
+    return float(torch.cat(scores).mean())
+
+
+def _say(msg: str, progress: bool) -> None:
+    """Print between progress bars when they are shown, else log."""
+    if progress:
+        tqdm.write(msg)
+    else:
+        log.info(msg)
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def train_segmenter(
+    cfg: SegTrainConfig,
+    data: list[str | Path],
+    out: str | Path,
+    holdout_data: list[str | Path] = (),
+    val_data: list[str | Path] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a lung U-Net and write a run folder (config.json, history.csv, best/last .safetensors + .json).
+
+    Args:
+        cfg: validated settings.
+        data: training-only folders of image/mask pairs.
+        out: run folder to create.
+        holdout_data: folders split into a training share and a held-out validation share.
+        val_data: validation-only folders.
+    Returns:
+        The run folder; `best.json` holds the held-out file lists and the full validation scores.
+    """
+    cfg.validate()
+    if not data and not holdout_data:
+        raise ConfigError("give at least one training folder (--data or --holdout-data)")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out} already holds a run; use --overwrite to replace it, or another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    size = (cfg.image_size, cfg.image_size)
+    t_start = time.perf_counter()
+
+    # Data: all decoded once into memory.
+    train_sets = [_load_source(d, size, cfg, progress) for d in data]
+    train_hashes = np.concatenate([s.hashes for s in train_sets]) if train_sets else np.zeros((0, 4), np.uint64)
+    val_sets: dict[str, PairSet] = {}
+    heldout_meta: dict[str, dict] = {}
+    for d in holdout_data:
+        full = _load_source(d, size, cfg, progress)
+        tr, held = holdout_split(full, cfg.holdout_frac, cfg.split_seed, others=train_hashes)
+        train_sets.append(full.subset(tr))
+        name = f"{source_name(d)} (held out)"
+        if len(held):
+            val_sets[name] = full.subset(held)
+        heldout_meta[name] = {
+            "source": source_name(d),
+            "fraction": cfg.holdout_frac,
+            "seed": cfg.split_seed,
+            "train_pairs": int(len(tr)),
+            "files": [full.pairs[i].key for i in held],
+        }
+    for d in val_data:
+        val_sets[source_name(d)] = _load_source(d, size, cfg, progress)
+    train_set = _concat(train_sets)
+    if len(train_set) == 0:
+        raise ConfigError("no training pairs left")
+    write_json(out / "config.json", cfg.to_dict())
+    data_meta = {
+        "train_sources": {s.pairs[0].source: len(s) for s in train_sets if len(s)},
+        "train_pairs": len(train_set),
+        "validation_sources": {k: len(v) for k, v in val_sets.items()},
+        "heldout": heldout_meta,
+        "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
+        "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
+    }
+
+    # Forked RNG: seeding for reproducibility must not change the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = LungUNet(size, channels=cfg.channels, num_res_units=cfg.num_res_units, norm=cfg.norm, dropout=cfg.dropout)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        history, best = _fit(cfg, model, train_set, val_sets, out, data_meta, progress)
+    train_seconds = time.perf_counter() - t_start
+
+    # Full scoring of the best epoch, through the same inference path as `predict` and the benchmark.
+    seg = Segmenter.load(out / "best.safetensors")
+    validation = {}
+    for name, vs in val_sets.items():
+        res = evaluate_pairs(seg, vs.pairs, progress, desc=f"scoring {name}")
+        validation[name] = {"n": res["n"], "dice": res["dice"], "hd95": res["hd95"]}
+        msg = (f"{name}: Dice {res['dice']['mean']:.4f} (median {res['dice']['median']:.4f}), "
+               f"HD95 {res['hd95'].get('mean', float('nan')):.2f} px (median {res['hd95'].get('median', float('nan')):.2f})")
+        _say(msg, progress)
+    final = {**seg.meta, "validation": validation, "training": {**seg.meta["training"], "seconds_total": round(train_seconds, 1)}}
+    final = {k: v for k, v in final.items() if k not in ("format", "version", "architecture", "model_args", "input_size", "normalization")}
+    save_segmenter(out / "best", seg.model, final)
+    write_json(out / "summary.json", {"best_epoch": best["epoch"], "train_seconds": round(train_seconds, 1), "validation": validation})
+    return out
+
+
+def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dict[str, PairSet], out: Path,
+         data_meta: dict, progress: bool) -> tuple[list[dict], dict]:
+    from monai.losses import DiceLoss
+
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    # Dice handles the lung/background imbalance; BCE gives useful gradients from the first step.
+    dice_loss = DiceLoss(sigmoid=True, batch=True)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    history: list[dict] = []
+    best = {"epoch": 0, "score": -1.0}
+    seconds_training = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        # One generator per epoch, derived from the seed: shuffling and augmentation are reproducible.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(train_set), generator=gen).numpy()
+        model.train()
+        seen, loss_sum = 0, 0.0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for start in bar:
+            idx = np.sort(order[start : start + cfg.batch_size])
+            batch = _batch(train_set, idx)
+            if cfg.augment:
+                batch = random_affined(batch, ("image", "mask"), gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift,
+                                       zoom=cfg.aug_zoom, shear=cfg.aug_shear)
+                if cfg.aug_intensity:
+                    batch["image"] = random_intensity(batch["image"], gen, cfg.aug_intensity)
+            x = batch["image"].contiguous(memory_format=memory)
+            y = batch["mask"]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+                logits = model(x)
+            logits = logits.float()
+            loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        train_seconds = time.perf_counter() - t0
+        seconds_training += train_seconds
+        scores = {name: _quick_dice(model, vs, cfg.amp) for name, vs in val_sets.items()}
+        score = float(np.mean(list(scores.values()))) if scores else -loss_sum / seen
+        row = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / seen, 6),
+            **{f"val_dice[{k}]": round(v, 6) for k, v in scores.items()},
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 2),
+            "images_per_s": round(seen / train_seconds, 1),
+        }
+        history.append(row)
+        meta = {
+            "threshold": 0.5,
+            "postprocess": {"keep_components": 2, "min_component_fraction": 0.05, "fill_holes": True},
+            "training": {"epoch": epoch, "epochs": cfg.epochs, "seconds_training": round(seconds_training, 1),
+                         "config": cfg.to_dict(), **data_meta},
+            "validation_quick_dice": scores,
+        }
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score}
+            save_segmenter(out / "best", model, meta)
+        save_segmenter(out / "last", model, meta)
+        _write_history(out / "history.csv", history)
+        dice_txt = "  ".join(f"{k}: {v:.4f}" for k, v in scores.items())
+        msg = f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  val Dice {dice_txt}  {row['seconds']:.0f}s  {row['images_per_s']:.1f} img/s"
+        _say(msg, progress)
+    return history, best
