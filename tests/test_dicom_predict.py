@@ -68,6 +68,11 @@ def ckpt(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("dcm") / "cnn", model, {"masks": "none"})
 
 
+@pytest.fixture(scope="module")
+def predictor(ckpt) -> Predictor:
+    return Predictor.load(ckpt, cam=True)
+
+
 def test_fixture_pngs_span_the_full_range():
     for png in PNGS:
         arr = read_image(png)
@@ -77,11 +82,10 @@ def test_fixture_pngs_span_the_full_range():
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 @pytest.mark.parametrize("rescale", [False, True], ids=["raw", "rescaled"])
 @pytest.mark.parametrize("png", PNGS, ids=lambda p: p.stem)
-def test_dicom_predicts_like_the_png(ckpt, tmp_path, png, photometric, rescale):
+def test_dicom_predicts_like_the_png(predictor, tmp_path, png, photometric, rescale):
     dcm = write_dicom(tmp_path / "study.dcm", png, photometric, rescale)
     np.testing.assert_allclose(read_image(dcm), read_image(png), rtol=0, atol=1e-6)
-    pred = Predictor.load(ckpt, cam=True)
-    a, b = pred.predict_paths([png, dcm])
+    a, b = predictor.predict_paths([png, dcm])
     assert b.prediction == a.prediction
     np.testing.assert_allclose(list(b.probabilities.values()), list(a.probabilities.values()), rtol=0, atol=1e-6)
     np.testing.assert_allclose(b.cam, a.cam, atol=1e-4)

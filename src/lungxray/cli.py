@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -167,17 +168,24 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--l2", type=float)
 @click.option("--seed", type=int)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config setting, e.g. --set label_smoothing=0.1")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None)
+@click.option("--amp/--no-amp", default=None, help="bf16 mixed precision (autocast).")
+@click.option("--nproc", type=int, default=None, help="Launch N data-parallel processes with torchrun (DDP).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
-              augment, l2, seed, sets, resume, overwrite) -> None:
+              augment, l2, seed, sets, device, amp, nproc, resume, overwrite) -> None:
     """Train a classifier; validation drives early stopping, checkpoint choice and the scheduler."""
     from .config import load_config
     from .train import train
 
+    if nproc and nproc > 1:
+        _relaunch_with_torchrun(nproc)
+
     overrides = {
         "model": model, "masks": masks, "epochs": epochs, "batch_size": batch_size, "lr": lr, "image_size": image_size,
-        "per_class": per_class, "scheduler": scheduler, "augment": augment, "l2": l2, "seed": seed, **_parse_sets(sets),
+        "per_class": per_class, "scheduler": scheduler, "augment": augment, "l2": l2, "seed": seed, "device": device,
+        "amp": amp, **_parse_sets(sets),
     }
     cfg = load_config(config_file, overrides)
     out = out or f"runs/{cfg.model}"
@@ -186,7 +194,29 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the last complete epoch is saved. Continue with: lungxray train --out {out} --data {data} --resume", err=True)
         raise SystemExit(130)
-    click.echo(f"run saved in {run} (best.safetensors, history.csv, curves.png); next: lungxray evaluate {run} --data {data}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"run saved in {run} (best.safetensors, history.csv, curves.png); next: lungxray evaluate {run} --data {data}")
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """Re-run this exact command under torchrun with N processes (minus --nproc), and exit with its status."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    clean: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        clean.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "lungxray", *clean]
+    raise SystemExit(subprocess.call(cmd))
 
 
 @main.command("evaluate")

@@ -250,7 +250,7 @@ class Predictor:
         if model is None and not (path.is_file() and path.with_suffix(".json").is_file()):
             raise CheckpointError(
                 f"no default model is installed ({path} and its .json are missing). Train one, e.g. "
-                "`lungxray train --config configs/seed/cnn.toml --out runs/cnn`, then pass --model runs/cnn"
+                "`lungxray train --config configs/seed/3-cnn.toml --out runs/cnn`, then pass --model runs/cnn"
             )
         if path.is_dir() and not (path / "best.safetensors").is_file() and (path / DEFAULT_MODEL.name).is_file():
             path = path / DEFAULT_MODEL.name  # a folder holding a shipped-style classifier.safetensors
@@ -259,6 +259,10 @@ class Predictor:
         net, meta = load_checkpoint(path)
         net = net.to(resolve_device(device))
         return cls(net, meta, masks=masks, mask_dir=mask_dir, cam=cam, segmenter=segmenter, checkpoint=path)
+
+    @property
+    def cam_enabled(self) -> bool:
+        return self._cam is not None
 
     def describe(self) -> dict:
         """The model's identity for output files: name, version, fingerprint, temperature, classes, preprocessing."""
@@ -597,6 +601,7 @@ def predict_to_folder(
     """Predict files/folders and write `predictions.csv`, `predictions.json` and one overlay PNG per input.
 
     Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
+    Pass `predictor` to reuse a loaded one (then `model`, `masks`, `mask_dir`, `cam` and `device` are its own).
 
     Returns:
         PredictionRun with the rows (in input order), skipped files and written paths.
@@ -619,13 +624,14 @@ def predict_to_folder(
     rows: list[dict] = []
     written: list[Path] = []
     skipped: list[tuple[str, str]] = []
-    by_path = {str(f.path): f for f in files}
+    overlay_of = {str(path): rel for path, rel in names.items()}
+    label = f"{pred.model.name} {pred.meta.get('version') or ''}".strip()
     for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress):
         row = res.row()
         row["overlay"] = None
         if overlays:
-            rel = names[by_path[res.path].path]
-            written.append(write_overlay(out / rel, res, pred.classes, model_label=f"{pred.model.name} {pred.meta.get('version', '')}".strip()))
+            rel = overlay_of[res.path]
+            written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
             row["overlay"] = rel.as_posix()
         rows.append(row)
     if not rows:
@@ -635,7 +641,7 @@ def predict_to_folder(
     write_json(json_path, {
         "provenance": pred.provenance,
         "model": desc,
-        "settings": {"masks": pred.masks, "mask_dir": str(mask_dir) if mask_dir else None, "cam": pred._cam is not None,
+        "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None, "cam": pred.cam_enabled,
                      "batch_size": batch_size},
         "classes": pred.classes,
         "n_predicted": len(rows),

@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import load_state, save_checkpoint
+from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
@@ -112,7 +114,17 @@ def train(
         The run folder.
     """
     out = Path(out)
-    _prepare_run_dir(out, resume, overwrite)
+    ctx = init_from_env(resolve_device(cfg.device))
+    try:
+        return _train(cfg, data, out, split_csv, resume, overwrite, progress and ctx.is_main, cache_dir, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext) -> Path:
+    if ctx.is_main:
+        _prepare_run_dir(out, resume, overwrite)
+    ctx.barrier()
     state = load_state(out / "state.pt") if resume else None
     if state is not None:
         saved = TrainConfig(**state["config"])
@@ -122,6 +134,9 @@ def train(
         split_csv = out / "split.csv"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif ctx.enabled and cfg.device != "cuda":
+        # Ranks share the machine's cores: one rank per core avoids oversubscription.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
     size = (cfg.image_size, cfg.image_size)
     split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
                        cache_dir=cache_dir, progress=progress)
@@ -130,7 +145,7 @@ def train(
         raise ConfigError("the split needs at least one readable train and one validation image")
     check_masks(split, np.concatenate([train_idx, val_idx]), cfg.masks)
     labels = split.labels()
-    if not resume:
+    if not resume and ctx.is_main:
         write_manifest(out / "split.csv", split.rows)
         write_json(out / "config.json", cfg.to_dict())
 
@@ -142,7 +157,7 @@ def train(
         model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device)
+        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,7 +170,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
-         device: torch.device) -> Path:
+         device: torch.device, ctx: DistContext | None = None) -> Path:
+    ctx = ctx or DistContext()
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt, steps_per_epoch)
@@ -173,6 +189,11 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         history, best_loss, bad_epochs = state["history"], state["best_val_loss"], state["bad_epochs"]
         start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
+    net = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
     base_meta = {
         "config": cfg.to_dict(),
         "masks": cfg.masks,
@@ -215,32 +236,44 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                        disable=not progress, leave=False)
             for start in bar:
                 idx = order[start : start + cfg.batch_size]
+                if len(idx) < ctx.world:
+                    continue  # a tail too short to give every rank an image
                 x = load_batch(split, idx, cfg.masks)
-                y = torch.from_numpy(labels[idx]).to(device)
+                y = torch.from_numpy(labels[idx])
                 if cfg.augment:
                     x = random_affine(x, gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
                                       shear=cfg.aug_shear, hflip=cfg.hflip)
                 if cfg.aug_intensity:
                     x = random_intensity(x, gen, cfg.aug_intensity)
+                # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
+                x, y = ctx.shard(x), ctx.shard(y).to(device)
                 x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                    logits = model(x)
+                    logits = net(x)
                     loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
                 total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
+                if ctx.enabled:
+                    # DDP averages gradients over ranks; weighting by this rank's share makes that the
+                    # gradient of the global-batch mean even when shares differ by one image.
+                    total = total * (len(y) * ctx.world / len(idx))
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 opt.step()
                 if cfg.scheduler == "onecycle":
                     sched.step()
-                seen += len(idx)
-                loss_sum += loss.item() * len(idx)
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
             train_seconds = time.perf_counter() - t0
-            val_logits = predict_logits(model, split, val_idx, cfg.masks, batch_size=max(64, cfg.batch_size))
-            y_val = torch.from_numpy(labels[val_idx])
-            val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), y_val))
-            val_acc = float((torch.from_numpy(val_logits).argmax(1) == y_val).float().mean())
+            # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
+            my_val = ctx.shard(val_idx)
+            val_logits = torch.from_numpy(predict_logits(model, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size)))
+            y_val = torch.from_numpy(labels[my_val])
+            v_loss_sum = float(F.cross_entropy(val_logits, y_val, reduction="sum")) if len(my_val) else 0.0
+            v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
+            seen, loss_sum, correct, v_loss_sum, v_correct = ctx.sum([seen, loss_sum, correct, v_loss_sum, v_correct])
+            val_loss, val_acc = v_loss_sum / len(val_idx), v_correct / len(val_idx)
             lr = opt.param_groups[0]["lr"]
             if cfg.scheduler == "plateau":
                 sched.step(val_loss)
@@ -254,30 +287,33 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 "val_acc": round(val_acc, 6),
                 "lr": lr,
                 "seconds": round(time.perf_counter() - t0, 3),
-                "images_per_s": round(seen / train_seconds, 1),
+                "images_per_s": round(seen / train_seconds, 1),  # all ranks together
             }
             history.append(row)
             meta = {**base_meta, "epoch": epoch, "val_metrics": {"loss": val_loss, "accuracy": val_acc}}
-            if val_loss < best_loss:
-                best_loss, bad_epochs = val_loss, 0
-                save_checkpoint(out / "best", model, meta)
-            else:
-                bad_epochs += 1
-            save_checkpoint(out / "last", model, meta)
-            _write_history(out / "history.csv", history)
-            save_state(epoch)
+            improved = val_loss < best_loss
+            best_loss, bad_epochs = (val_loss, 0) if improved else (best_loss, bad_epochs + 1)
+            if ctx.is_main:  # one writer; every rank holds identical weights after the all-reduced steps
+                if improved:
+                    save_checkpoint(out / "best", model, meta)
+                save_checkpoint(out / "last", model, meta)
+                _write_history(out / "history.csv", history)
+                save_state(epoch)
             msg = (f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
                    f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr:.2e}  {row['images_per_s']:.0f} img/s")
             if progress:
                 tqdm.write(msg)
-            log.info(msg)
+            if ctx.is_main:
+                log.info(msg)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         log.warning("interrupted during epoch %d; epoch %d is saved: continue with --resume --out %s", epoch, done, out)
         raise
-    if cfg.calibrate:
-        calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks)
-    _finish(out, model, history, best_loss)
+    if ctx.is_main:
+        if cfg.calibrate:
+            calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks)
+        _finish(out, model, history, best_loss)
+    ctx.barrier()
     return out
 
 

@@ -142,7 +142,9 @@ def load_segmenter(path: str | Path) -> tuple[LungUNet, dict]:
         raise CheckpointError(f"{meta_path}: not a lungxray segmentation model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     try:
         norm = meta.get("normalization", {})
-        model = LungUNet(tuple(meta["input_size"]), norm.get("mean", 0.5), norm.get("std", 0.25), **meta["model_args"])
+        # The random initialisation is overwritten at once; fork so loading leaves the global RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            model = LungUNet(tuple(meta["input_size"]), norm.get("mean", 0.5), norm.get("std", 0.25), **meta["model_args"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{meta_path}: metadata does not describe a valid U-Net ({exc})") from None
     try:

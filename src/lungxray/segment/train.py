@@ -47,9 +47,9 @@ class SegTrainConfig:
     num_res_units: int = 2
     norm: str = "batch"
     dropout: float = 0.0
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 3e-3
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 2e-3
     """Peak learning rate of the one-cycle schedule."""
     weight_decay: float = 1e-4
     holdout_frac: float = 0.3
@@ -116,6 +116,17 @@ def _concat(sets: list[PairSet]) -> PairSet:
         np.concatenate([s.hashes for s in sets]),
         [x for s in sets for x in s.skipped],
     )
+
+
+def _fingerprint(train_set: PairSet, val_sets: dict[str, PairSet]) -> str:
+    """SHA-1 over (role, source, file) of every pair used: two runs on the same files share it."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for role, ps in [("train", train_set), *val_sets.items()]:
+        for p in ps.pairs:
+            h.update(f"{role}\t{p.source}\t{p.key}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _batch(ps: PairSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -217,6 +228,8 @@ def train_segmenter(
         raise ConfigError("no training pairs left")
     write_json(out / "config.json", cfg.to_dict())
     data_meta = {
+        "data_fingerprint": _fingerprint(train_set, val_sets),
+        "threads": torch.get_num_threads(),
         "train_sources": {s.pairs[0].source: len(s) for s in train_sets if len(s)},
         "train_pairs": len(train_set),
         "validation_sources": {k: len(v) for k, v in val_sets.items()},
@@ -232,7 +245,7 @@ def train_segmenter(
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         history, best = _fit(cfg, model, train_set, val_sets, out, data_meta, progress)
-    train_seconds = time.perf_counter() - t_start
+    epoch_seconds = sum(r["seconds"] for r in history)
 
     # Full scoring of the best epoch, through the same inference path as `predict` and the benchmark.
     seg = Segmenter.load(out / "best.safetensors")
@@ -243,10 +256,16 @@ def train_segmenter(
         msg = (f"{name}: Dice {res['dice']['mean']:.4f} (median {res['dice']['median']:.4f}), "
                f"HD95 {res['hd95'].get('mean', float('nan')):.2f} px (median {res['hd95'].get('median', float('nan')):.2f})")
         _say(msg, progress)
-    final = {**seg.meta, "validation": validation, "training": {**seg.meta["training"], "seconds_total": round(train_seconds, 1)}}
-    final = {k: v for k, v in final.items() if k not in ("format", "version", "architecture", "model_args", "input_size", "normalization")}
-    save_segmenter(out / "best", seg.model, final)
-    write_json(out / "summary.json", {"best_epoch": best["epoch"], "train_seconds": round(train_seconds, 1), "validation": validation})
+    total_seconds = time.perf_counter() - t_start
+    training = {**seg.meta["training"], "best_epoch": best["epoch"], "epochs_run": len(history),
+                "seconds_all_epochs": round(epoch_seconds, 1), "seconds_total": round(total_seconds, 1),
+                "history": history}
+    training.pop("epoch", None)
+    training.pop("seconds_training", None)
+    final = {k: v for k, v in seg.meta.items() if k in ("threshold", "postprocess")}
+    save_segmenter(out / "best", seg.model, {**final, "training": training, "validation": validation})
+    write_json(out / "summary.json", {"best_epoch": best["epoch"], "seconds_all_epochs": round(epoch_seconds, 1),
+                                      "seconds_total": round(total_seconds, 1), "validation": validation})
     return out
 
 
@@ -261,7 +280,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
     dice_loss = DiceLoss(sigmoid=True, batch=True)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     history: list[dict] = []
-    best = {"epoch": 0, "score": -1.0}
+    best = {"epoch": 0, "score": -math.inf}
     seconds_training = 0.0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
