@@ -65,7 +65,7 @@ def audit_run(
     progress: bool = True,
 ) -> dict:
     """Run the shortcut audit and write audit.json, audit.png and report.html (default `<run>/audit-<split>`)."""
-    from monai.visualize import GradCAM
+    from .predict import make_gradcam
 
     if masks not in ("auto", "provided", "predicted"):
         raise ConfigError(f"--masks must be auto, provided or predicted, got {masks!r}")
@@ -79,7 +79,7 @@ def audit_run(
     y = ds.labels()[idx]
     lung, origin = _lung_masks(ds, idx, masks, segmenter)
     temperature = float(meta.get("temperature", 1.0))
-    cam = GradCAM(nn_module=model, target_layers=model.spec.cam_layer) if model.spec.cam_layer else None
+    cam = make_gradcam(model, model.spec.cam_layer) if model.spec.cam_layer else None
 
     preds = {"full": [], "lungs_only": [], "lungs_removed": []}
     cam_mass = []
@@ -94,8 +94,10 @@ def audit_run(
             for name, v in variants.items():
                 preds[name].append(softmax(model(v.unsqueeze(1)).numpy(), temperature))
         if cam is not None:
+            # Each image explained for its own predicted class, heat scaled to [0, 1] (1 = most important).
+            top = torch.as_tensor(preds["full"][-1].argmax(1))
             with torch.enable_grad():
-                heat = cam(x.unsqueeze(1).requires_grad_(True)).detach()[:, 0].numpy()
+                heat = cam(x.unsqueeze(1), class_idx=top).detach()[:, 0].float().numpy()
             total = heat.reshape(len(heat), -1).sum(1)
             inside = (heat * lung[sl]).reshape(len(heat), -1).sum(1)
             cam_mass.append(np.where(total > 0, inside / np.maximum(total, 1e-12), np.nan))

@@ -330,7 +330,12 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     click.echo(f"{'file':<{width}}  {'prediction':<16} {'prob.':>6}  " + "  ".join(f"{c:>{w}}" for c, w in zip(res.classes, cols)))
     for name, r in zip(names, res.rows):
         probs = "  ".join(f"{100 * r['probabilities'][c]:>{w - 1}.1f}%" for c, w in zip(res.classes, cols))
-        click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>5.1f}%  {probs}")
+        flag = "  [OOD: " + "; ".join(r["ood"]["reasons"]) + "]" if r.get("ood", {}).get("flagged") else ""
+        click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>5.1f}%  {probs}{flag}")
+    n_ood = sum(1 for r in res.rows if r.get("ood", {}).get("flagged"))
+    if n_ood:
+        click.echo(f"warning: {n_ood} input(s) do not look like the frontal chest X-rays the model was trained on; "
+                   "their predictions are not meaningful")
     m = res.model
     click.echo(f"model: {m['name']} {m['version'] or ''} (data fingerprint {m['data_fingerprint'] or 'n/a'}); "
                "research use only, not for clinical use")

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .ood import FeatureGuard, guard_path, input_checks, penultimate_features, read_rgb_thumbnail
 from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
 from .data.discovery import IMAGE_DIRS, MASK_DIRS
 from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
@@ -77,6 +78,8 @@ class PredictionResult:
     mask_path: str | None = None
     cam: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
+    ood: dict = field(default_factory=dict)
+    """Out-of-distribution guard: {"flagged", "reasons", "distance", "threshold"} (see lungxray.ood)."""
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record (no arrays)."""
@@ -88,6 +91,7 @@ class PredictionResult:
             "probabilities": dict(self.probabilities),
             "mask": self.mask_source,
             "mask_path": self.mask_path,
+            "ood": self.ood,
             "provenance": self.provenance,
         }
 
@@ -106,6 +110,7 @@ class _Item:
     mask_source: str | None = None
     mask_path: str | None = None
     wants_predicted_mask: bool = False
+    ood_reasons: list = field(default_factory=list)
 
 
 def _display_copy(image: np.ndarray) -> np.ndarray:
@@ -142,7 +147,7 @@ def _unit_range(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps.detach() - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
 
 
-def _gradcam(model: Classifier, layer: str):
+def make_gradcam(model: Classifier, layer: str):
     """MONAI Grad-CAM on a private copy of `model` (hooks never touch the model used for prediction)."""
     from monai.visualize import GradCAM
     from monai.visualize.class_activation_maps import ModelWithHooks
@@ -208,8 +213,11 @@ class Predictor:
                                   "(its ModelSpec.cam_layer is empty); use a convolutional model such as cnn")
             if layer not in dict(model.named_modules()):
                 raise CheckpointError(f"--cam: model {model.name!r} has no layer {layer!r}")
-            self._cam = _gradcam(model, layer)
+            self._cam = make_gradcam(model, layer)
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
+        self.guard = None
+        if checkpoint is not None and guard_path(checkpoint).is_file():
+            self.guard = FeatureGuard.load(guard_path(checkpoint))
         self.provenance = {
             "notice": NOTICE,
             "intended_use": INTENDED_USE,
@@ -358,10 +366,12 @@ class Predictor:
         return to_uint8(resize_image(image, self.size))
 
     def _item(self, image: np.ndarray, name: str, path: str, mask: np.ndarray | None = None,
-              mask_source: str | None = None, mask_path: str | None = None, wants_predicted: bool = False) -> _Item:
+              mask_source: str | None = None, mask_path: str | None = None, wants_predicted: bool = False,
+              rgb: np.ndarray | None = None) -> _Item:
         image = _check_image(image, name)
         item = _Item(path=path, name=name, model_u8=self._model_input(image), display=_display_copy(image),
-                     original_shape=(int(image.shape[0]), int(image.shape[1])), wants_predicted_mask=wants_predicted)
+                     original_shape=(int(image.shape[0]), int(image.shape[1])), wants_predicted_mask=wants_predicted,
+                     ood_reasons=input_checks(image, rgb))
         if mask is not None:
             self._attach_mask(item, mask, mask_source or "provided", mask_path)
         return item
@@ -391,7 +401,9 @@ class Predictor:
             x = x * torch.from_numpy(m).float()
         x = x.unsqueeze(1).to(self.device)
         with torch.no_grad():
-            logits = self.model(x).float().cpu().numpy()
+            feats, logits_t = penultimate_features(self.model, x)
+            logits = logits_t.cpu().numpy()
+        distances = self.guard.distance(feats.cpu().numpy()) if self.guard is not None else [None] * len(items)
         probs = softmax(logits, self.temperature)
         top = probs.argmax(axis=1)
         cams: list[np.ndarray | None] = [None] * len(items)
@@ -401,13 +413,19 @@ class Predictor:
             maps = maps[:, 0].float().cpu().numpy()
             cams = [resize_image(np.clip(mp, 0, 1), it.display.shape) for mp, it in zip(maps, items)]
         out = []
-        for it, lg, pr, k, cm in zip(items, logits, probs, top, cams):
+        for it, lg, pr, k, cm, dist in zip(items, logits, probs, top, cams, distances):
+            reasons = list(it.ood_reasons)
+            if dist is not None and dist > self.guard.threshold:
+                reasons.append(f"unlike the training X-rays (feature distance {dist:.1f} > threshold {self.guard.threshold:.1f})")
+            ood = {"flagged": bool(reasons), "reasons": reasons,
+                   "distance": None if dist is None else float(dist),
+                   "threshold": None if self.guard is None else self.guard.threshold}
             out.append(
                 PredictionResult(
                     path=it.path, name=it.name, prediction=self.classes[int(k)], probability=float(pr[k]),
                     probabilities={c: float(v) for c, v in zip(self.classes, pr)}, logits=[float(v) for v in lg],
                     image=it.display, original_shape=it.original_shape, mask=it.mask_display,
-                    mask_source=it.mask_source, mask_path=it.mask_path, cam=cm, provenance=self.provenance,
+                    mask_source=it.mask_source, mask_path=it.mask_path, cam=cm, provenance=self.provenance, ood=ood,
                 )
             )
         return out
@@ -459,7 +477,7 @@ class Predictor:
                 image = read_image(f.path)
                 mask = read_mask(mask_file) if mask_file is not None else None
                 batch.append(self._item(image, f.rel.as_posix(), str(f.path), mask, "provided",
-                                        str(mask_file) if mask_file else None, wants))
+                                        str(mask_file) if mask_file else None, wants, rgb=read_rgb_thumbnail(f.path)))
             except ImageReadError as exc:
                 self._skip(skips, start, str(f.path), str(exc))
                 continue

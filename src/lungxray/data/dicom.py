@@ -66,20 +66,35 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    has_lut = "VOILUTSequence" in ds
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
     try:
         arr = apply_modality_lut(pixels, ds).astype(np.float64)
-        if has_voi:
+        if has_lut:
             arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+            lo, hi = float(arr.min()), float(arr.max())
+        elif has_window:
+            center = float(_first(ds.WindowCenter))
+            width = float(_first(ds.WindowWidth))
+            if not np.isfinite([center, width]).all() or width < 1:
+                raise ValueError(f"window center {center}, width {width}")
+            # DICOM PS3.3 C.11.2.1.2 linear window: [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] -> [0, 1].
+            lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+        else:
+            lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise ImageReadError(f"{path}: invalid rescale or window (VOI LUT) values ({exc})") from None
-    if has_voi:
-        lo, hi = float(arr.min()), float(arr.max())
-    else:
-        lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
     if not np.isfinite([lo, hi]).all():
         raise ImageReadError(f"{path}: DICOM pixel values are not finite")
     out = np.clip((arr - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(arr)
     if photometric == "MONOCHROME1":
         out = 1.0 - out
     return out.astype(np.float32)
+
+
+def _first(value):
+    """First item of a DICOM multi-valued element, or the value itself."""
+    try:
+        return value[0] if not isinstance(value, (str, bytes)) and len(value) else value
+    except TypeError:
+        return value

@@ -1,0 +1,52 @@
+"""The shipped lung U-Net loads and gives plausible masks on bundled real images."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lungxray.data.io import read_image, read_mask
+from lungxray.segment import Segmenter, default_segmenter_path
+from lungxray.segment.metrics import dice
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
+VP = SAMPLE / "Viral Pneumonia"
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return Segmenter.load()
+
+
+def test_shipped_files_are_small_and_documented():
+    weights = default_segmenter_path()
+    assert weights.is_file() and weights.stat().st_size < 10 * 2**20
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    assert meta["format"].startswith("lungxray-segmenter/") and meta["version"]
+    assert meta["input_size"] == [256, 256]
+    for name, v in meta["validation"].items():
+        assert v["dice"]["mean"] >= 0.95, name
+        assert np.isfinite(v["hd95"]["mean"])
+    held = [h for h in meta["training"]["heldout"].values()]
+    assert held and all(len(h["files"]) > 100 for h in held)
+
+
+@pytest.mark.parametrize("name", ["Viral Pneumonia-1.png", "Viral Pneumonia-7.png"])
+def test_plausible_mask_that_matches_the_provided_one(seg, name):
+    image = read_image(VP / "images" / name)
+    ref = read_mask(VP / "masks" / name)
+    (mask,) = seg.predict([image])
+    assert mask.shape == image.shape and mask.dtype == bool
+    assert 0.15 <= mask.mean() <= 0.6
+    assert ndimage.label(mask, structure=np.ones((3, 3)))[1] <= 2
+    (on_ref_grid,) = seg.predict([image], size=ref.shape)
+    assert dice(on_ref_grid, ref) > 0.9
+
+
+def test_images_without_masks_get_two_lung_fields(seg):
+    images = [read_image(p) for p in sorted((SAMPLE / "Normal" / "images").glob("*.png"))[:4]]
+    for mask in seg.predict(images):
+        assert 0.15 <= mask.mean() <= 0.6
+        assert 1 <= ndimage.label(mask, structure=np.ones((3, 3)))[1] <= 2
