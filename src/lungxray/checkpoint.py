@@ -82,3 +82,23 @@ def load_state(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError... for unsafe or corrupt files
         raise CheckpointError(f"{path}: refused or unreadable training state ({str(exc).splitlines()[0][:200]})") from None
+
+
+def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = False, which: str = "best") -> list[Path]:
+    """Copy a run's checkpoint (weights, metadata and OOD statistics) to `dest_stem`.{safetensors,json,ood.safetensors}.
+
+    This is how the package's default model is replaced: one command, the same three files.
+    """
+    weights, meta = resolve_checkpoint(run, which)
+    load_checkpoint(weights)  # refuse to ship something that does not load
+    dest = Path(dest_stem)
+    pairs = [(weights, dest.with_suffix(".safetensors")), (meta, dest.with_suffix(".json"))]
+    ood = weights.with_name(weights.name.replace(".safetensors", ".ood.safetensors"))
+    if ood.is_file():
+        pairs.append((ood, dest.with_name(dest.name + ".ood.safetensors")))
+    existing = [d for _, d in pairs if d.exists()]
+    if existing and not overwrite:
+        raise CheckpointError(f"{existing[0]} exists; pass --overwrite to replace the shipped model")
+    for src, dst in pairs:
+        atomic_write_bytes(dst, src.read_bytes())
+    return [d for _, d in pairs]

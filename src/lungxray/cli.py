@@ -274,12 +274,16 @@ def experiments_cmd(data, out, configs, split_csv, epochs, image_size, per_class
 
 
 @main.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path())
-def demo_cmd(out) -> None:
-    """Run the pipeline on the bundled sample: inspect, split, train, evaluate, report."""
-    from .demo import run_demo
+@click.option("--out", default=None, type=click.Path(), help="Output folder (default test_results, or runs/demo with --pipeline).")
+@click.option("--pipeline", is_flag=True, help="Instead: inspect, split, train a small CNN and evaluate it on the sample.")
+def demo_cmd(out, pipeline) -> None:
+    """Predict the bundled sample with the shipped model and Grad-CAM (overlays, CSV, grid page)."""
+    from .demo import run_demo, run_pipeline_demo
 
-    run_demo(out, echo=click.echo, progress=sys.stderr.isatty())
+    if pipeline:
+        run_pipeline_demo(out or "runs/demo", echo=click.echo, progress=sys.stderr.isatty())
+    else:
+        run_demo(out or "test_results", echo=click.echo, progress=sys.stderr.isatty())
 
 
 @main.command("audit")
@@ -347,6 +351,19 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
 from .segment.cli import fill_masks_cmd, segment_group  # noqa: E402
 main.add_command(segment_group)
 data.add_command(fill_masks_cmd)
+
+
+@main.command("ship")
+@click.argument("run", type=click.Path())
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--overwrite", is_flag=True, help="Replace the currently shipped default model.")
+def ship_cmd(run, which, overwrite) -> None:
+    """Make RUN's checkpoint the package's default classifier (src/lungxray/weights/classifier.*)."""
+    from .checkpoint import ship_checkpoint
+    from .predict import DEFAULT_MODEL
+
+    for p in ship_checkpoint(run, DEFAULT_MODEL.with_suffix(""), overwrite, which):
+        click.echo(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":  # pragma: no cover

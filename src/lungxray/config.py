@@ -81,9 +81,6 @@ class TrainConfig:
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         _choice("device", self.device, ("cpu", "cuda", "auto"))
-        if self.masks == "predicted":
-            raise ConfigError("--masks predicted needs the lung segmentation model, which is not available yet; "
-                              "use --masks none, or --masks provided on a dataset whose images all have masks")
         return self
 
     def to_dict(self) -> dict:

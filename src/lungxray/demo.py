@@ -1,4 +1,4 @@
-"""`lungxray demo`: the whole pipeline on the bundled 30-image sample, in about a minute."""
+"""`lungxray demo`: the shipped model on the bundled 30-image sample; `--pipeline`: split, train, evaluate."""
 
 from __future__ import annotations
 
@@ -16,18 +16,47 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 _MARKER = ".lungxray-demo"
 
 
-def run_demo(out: str | Path = "runs/demo", echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+def _fresh(out: Path) -> None:
+    """Create `out`, replacing it only if an earlier demo made it (never a folder the user owns)."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / _MARKER).exists():
+            raise ConfigError(f"{out} exists and was not made by the demo; move it away or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("made by lungxray demo; replaced on the next demo run\n")
+
+
+def run_demo(out: str | Path = "test_results", echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Predict the bundled sample with the shipped model and Grad-CAM: overlays, CSV/JSON and a grid page."""
+    from .predict import predict_to_folder
+
+    out = Path(out)
+    if not SAMPLE.is_dir():
+        raise ConfigError(f"bundled sample not found at {SAMPLE}; run the demo from a clone of the repository")
+    _fresh(out)
+    res = predict_to_folder([SAMPLE], out, cam=True, progress=progress)
+    width = max(len(r["name"]) for r in res.rows)
+    echo(f"{'image':<{width}}  {'prediction':<16} probability")
+    for r in res.rows:
+        flag = "  (flagged: not like the training X-rays)" if (r.get("ood") or {}).get("flagged") else ""
+        echo(f"{r['name']:<{width}}  {r['prediction']:<16} {100 * r['probability']:5.1f}%{flag}")
+    truth = [Path(r["name"]).parts[0] for r in res.rows]
+    correct = sum(t == r["prediction"] for t, r in zip(truth, res.rows))
+    echo(f"{correct}/{len(res.rows)} match the sample's folder labels (30 images: an illustration, not an evaluation; "
+         "see docs/RESULTS.md)")
+    echo(f"model: {res.model['name']} (research use only, not for clinical use)")
+    echo(f"wrote {len(res.overlays)} overlays with Grad-CAM, {res.csv_path.name}, {res.json_path.name} and index.html in {out}/")
+    echo(f"open {out / 'index.html'} to see them in a grid")
+    return out
+
+
+def run_pipeline_demo(out: str | Path = "runs/demo", echo: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Inspect the sample, split it, train a small CNN for a few epochs at 64 px, evaluate it, write a report.
 
     The numbers mean nothing (30 images); the point is to show every step and its outputs.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not (out / _MARKER).exists():
-            raise ConfigError(f"{out} exists and was not made by the demo; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / _MARKER).write_text("made by lungxray demo; replaced on the next demo run\n")
+    _fresh(out)
     if not SAMPLE.is_dir():
         raise ConfigError(f"bundled sample not found at {SAMPLE}; run the demo from a clone of the repository")
     rep = inspect_dataset(SAMPLE, progress=progress)

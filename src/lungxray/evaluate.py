@@ -58,7 +58,7 @@ def evaluate_run(
     manifest = Path(split_csv) if split_csv else run / "split.csv"
     masks = meta.get("masks", "none")
     size = tuple(meta["image_size"])
-    data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress)
+    data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress, masks=masks)
     idx = data_split.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")

@@ -64,12 +64,13 @@ def run_experiments(
             evaluate_run(run, data, "test", manifest, progress=progress, cache_dir=cache_dir)
         m = read_json(metrics_path)
         summary = read_json(run / "summary.json")
+        ran = read_json(run / "config.json")  # what the run really used (it may predate these overrides)
         desc, ref = _reference(path)
         rows.append({
             "name": name,
             "description": desc,
-            "model": cfg.model,
-            "image_size": cfg.image_size,
+            "model": ran["model"],
+            "image_size": ran["image_size"],
             "epochs_run": summary["epochs_run"],
             "accuracy": m["accuracy"],
             "accuracy_ci": m["accuracy_ci"],
@@ -103,7 +104,7 @@ def run_experiments(
     return rows
 
 
-_MD_COLUMNS = ("model", "accuracy [95% CI]", "reported", "macro F1", "macro AUC", "COVID sensitivity", "ECE",
+_MD_COLUMNS = ("run", "input", "accuracy [95% CI]", "reported", "macro F1", "macro AUC", "COVID sensitivity", "ECE",
                "epochs", "train time", "parameters")
 
 
@@ -112,7 +113,7 @@ def _md_cells(r: dict) -> list[str]:
     rep = f"{r['reported_accuracy']:.0%}" if r["reported_accuracy"] is not None else "-"
     auc = f"{r['macro_auc']:.3f}" if r["macro_auc"] is not None else "-"
     sens = f"{r['covid_sensitivity']:.3f}" if r["covid_sensitivity"] is not None else "-"
-    return [r["name"], f"{r['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]", rep, f"{r['macro_f1']:.3f}", auc, sens,
+    return [r["name"], f"{r['model']} {r['image_size']}px", f"{r['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]", rep, f"{r['macro_f1']:.3f}", auc, sens,
             f"{r['ece']:.3f}", str(r["epochs_run"]), f"{r['train_seconds'] / 60:.1f} min", f"{r['parameters']:,}"]
 
 

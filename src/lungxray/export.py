@@ -1,7 +1,14 @@
-"""ONNX export of a trained classifier (probabilities out, temperature included) and an ONNX Runtime session."""
+"""ONNX export of a trained classifier (probabilities out, temperature included), of the lung U-Net, and ONNX
+Runtime sessions for both.
+
+The classifier graph has three outputs: "probabilities" (softmax of logits / temperature, what every runtime
+should show), "logits" and "features" (the penultimate activations the OOD guard measures), so a Predictor on
+ONNX Runtime reports the same numbers and the same out-of-distribution flags as one on PyTorch.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -9,15 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .errors import CheckpointError, ConfigError
+from .ood import penultimate_features
 from .utils import atomic_write_bytes, write_json
 
 OPSET = 17
+EXPORT_FORMAT = 2
+"""Bumped whenever the exported graph changes, so cached exports of an older layout are rebuilt."""
 
 
-class _WithSoftmax(torch.nn.Module):
-    """Logits / T -> softmax inside the graph, so every runtime returns calibrated probabilities."""
+class _Exported(torch.nn.Module):
+    """Logits / T -> softmax inside the graph, plus logits and penultimate features."""
 
     def __init__(self, model: torch.nn.Module, temperature: float):
         super().__init__()
@@ -25,35 +35,108 @@ class _WithSoftmax(torch.nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x):
-        return torch.softmax(self.model(x) / self.temperature, dim=1)
+        features, logits = penultimate_features(self.model, x)
+        return torch.softmax(logits / self.temperature, dim=1), logits, features
 
 
-def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which: str = "best") -> Path:
-    """Write `out` (.onnx, dynamic batch, input "image" (N, 1, H, W) in [0, 1], output "probabilities")
-    and `out` with suffix .json holding the checkpoint metadata."""
+class _Sigmoid(torch.nn.Module):
+    """Lung logits -> lung probabilities inside the graph."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.sigmoid(self.model(x))
+
+
+def checkpoint_digest(run: str | Path, which: str = "best") -> str:
+    """SHA-256 of a checkpoint's weights and metadata (the temperature lives in the JSON): names an export."""
+    h = hashlib.sha256()
+    for p in resolve_checkpoint(run, which):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: the output file must end in .onnx")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
-    model, meta = load_checkpoint(run, which)
-    model = model.float().eval().to(memory_format=torch.contiguous_format)
-    wrapped = _WithSoftmax(model, meta.get("temperature", 1.0)).eval()
-    h, w = meta["image_size"]
-    dummy = torch.rand(2, 1, h, w)
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(wrapped, (dummy,), buf, input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
-    atomic_write_bytes(out, buf.getvalue())
-    write_json(out.with_suffix(".json"), {**meta, "onnx": {"file": out.name, "opset": OPSET, "input": "image",
-                                                          "output": "probabilities", "softmax_included": True}})
     return out
 
 
+def _to_onnx(module: torch.nn.Module, dummy: torch.Tensor, outputs: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, (dummy,), buf, input_names=["image"], output_names=outputs,
+                          dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          opset_version=OPSET, dynamo=False)
+    return buf.getvalue()
+
+
+def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which: str = "best") -> Path:
+    """Write `out` (.onnx, dynamic batch, input "image" (N, 1, H, W) in [0, 1]; outputs "probabilities",
+    "logits", "features") and `out` with suffix .json holding the checkpoint metadata.
+
+    Returns:
+        the .onnx path.
+    """
+    out = _check_out(out, overwrite)
+    model, meta = load_checkpoint(run, which)
+    model = model.float().eval().to(memory_format=torch.contiguous_format)
+    wrapped = _Exported(model, meta.get("temperature", 1.0)).eval()
+    h, w = meta["image_size"]
+    data = _to_onnx(wrapped, torch.rand(2, 1, h, w), ["probabilities", "logits", "features"])
+    atomic_write_bytes(out, data)
+    write_json(out.with_suffix(".json"), {**meta, "onnx": {
+        "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
+        "outputs": ["probabilities", "logits", "features"], "softmax_included": True,
+        "source_sha256": checkpoint_digest(run, which)}})
+    return out
+
+
+def export_segmentation_onnx(weights: str | Path | None, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the lung U-Net as `out` (.onnx, dynamic batch, input "image" (N, 1, H, W) in [0, 1] at the
+    model's input size, output "lung_probability" (N, 1, H, W)) and its metadata .json beside it.
+
+    Args:
+        weights: a `segment train` run folder or `.safetensors`; None for the shipped weights.
+    Raises:
+        CheckpointError: no usable segmentation weights (the message says where to get them).
+    """
+    from .segment import Segmenter
+
+    out = _check_out(out, overwrite)
+    seg = Segmenter.load(weights)  # the segmentation package's own loader and error messages
+    model = seg.model.float().eval().to(memory_format=torch.contiguous_format)
+    h, w = seg.input_size
+    atomic_write_bytes(out, _to_onnx(_Sigmoid(model).eval(), torch.rand(2, 1, h, w), ["lung_probability"]))
+    write_json(out.with_suffix(".json"), {**seg.meta, "onnx": {
+        "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image", "outputs": ["lung_probability"],
+        "sigmoid_included": True, "postprocess": "threshold, keep largest components and fill holes as in "
+                                                 "lungxray.segment.Segmenter (not in the graph)"}})
+    return out
+
+
+def cached_onnx(run: str | Path, cache_dir: str | Path | None = None, which: str = "best") -> Path:
+    """The ONNX export of a checkpoint, made once and kept in `<cache>/onnx/<digest>.onnx` (reused while the
+    checkpoint's weights and metadata are unchanged)."""
+    from .data.cache import default_cache_dir
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
+    path = folder / f"{checkpoint_digest(run, which)[:24]}-v{EXPORT_FORMAT}.onnx"
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
+        export_onnx(run, path, overwrite=True, which=which)
+    return path
+
+
 class OnnxClassifier:
-    """ONNX Runtime session with the same call shape as the torch model's probabilities."""
+    """ONNX Runtime session with the same call shape as the torch model's probabilities.
+
+    Sessions are thread-safe: one instance can serve concurrent requests.
+    """
 
     def __init__(self, path: str | Path, threads: int = 0):
         import onnxruntime as ort
@@ -68,9 +151,16 @@ class OnnxClassifier:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(exc)[:200]})") from None
+        self.path = path
         meta_path = path.with_suffix(".json")
         self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.outputs = [o.name for o in self.session.get_outputs()]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """(N, 1, H, W) float32 in [0, 1] -> (N, C) probabilities (temperature applied)."""
         return self.session.run(["probabilities"], {"image": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name ("probabilities", and "logits" and "features" in current exports)."""
+        values = self.session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(self.outputs, values))

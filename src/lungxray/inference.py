@@ -12,8 +12,8 @@ from .errors import ConfigError
 
 
 def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
-    """`--masks provided` needs a mask for every image used; never let 'has a mask' leak the label."""
-    if masks != "provided":
+    """Masked training needs a mask for every image used; never let 'has a mask' leak the label."""
+    if masks == "none":
         return
     missing = [data.rows[i].path for i in idx if data.prepared.mask_rows[i] < 0]
     if missing:
@@ -25,13 +25,13 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
 
 
 def load_batch(data: SplitData, idx: np.ndarray, masks: str, mask_mode: str = "keep") -> torch.Tensor:
-    """(B, 1, H, W) float images in [0, 1] for dataset rows `idx`, lung-masked if `masks == "provided"`.
+    """(B, 1, H, W) float images in [0, 1] for dataset rows `idx`, lung-masked unless `masks == "none"`.
 
     `mask_mode` "keep" keeps the lungs, "remove" blacks them out (used by the shortcut audit).
     """
     prep = data.prepared
     x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).float().div_(255.0)
-    if masks == "provided":
+    if masks != "none":
         m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).float()
         x = x * (m if mask_mode == "keep" else 1.0 - m)
     return x.unsqueeze(1)

@@ -310,7 +310,8 @@ class Predictor:
         """(mask file to read, whether a mask must be predicted) for one input under the current mode."""
         if not self.masked or self.masks == "none":
             return None, False
-        if self.masks == "predicted":
+        if self.masks == "predicted" or (self.masks == "auto" and self.trained_masks == "predicted"):
+            # A model trained on predicted masks sees predicted masks: same conditions as in training.
             return None, True
         found = self.find_mask(file)
         if found is not None:
@@ -631,7 +632,7 @@ def predict_to_folder(
     files = discover_inputs(paths, exclude=[out])
     names = overlay_names(files)
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
-    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] if overlays else [])
+    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise ConfigError(
@@ -666,4 +667,8 @@ def predict_to_folder(
         "skipped": [{"path": p, "error": e} for p, e in skipped],
         "rows": rows,
     })
+    if overlays:
+        from .report.gallery import write_gallery
+
+        write_gallery(out, rows, desc, pred.classes)
     return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc)

@@ -42,7 +42,11 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if resume:
             if not (out / "state.pt").is_file():
-                raise ConfigError(f"{out}: nothing to resume (no state.pt); start a new run without --resume")
+                raise ConfigError(f"{out}: nothing to resume (no state.pt: it stopped before training began); "
+                                  "start it again with --overwrite")
+            # Temporary files of writes cut short by a crash (never visible under a final name).
+            for tmp in out.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
             return
         if not overwrite:
             raise ConfigError(f"{out} already holds a run; use --resume to continue it, --overwrite to replace it, or another --out")
@@ -139,7 +143,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
     size = (cfg.image_size, cfg.image_size)
     split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
-                       cache_dir=cache_dir, progress=progress)
+                       cache_dir=cache_dir, progress=progress, masks=cfg.masks)
     train_idx, val_idx = split.indices("train"), split.indices("val")
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ConfigError("the split needs at least one readable train and one validation image")
@@ -221,6 +225,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         torch.save(blob, buf)
         atomic_write_bytes(out / "state.pt", buf.getvalue())
 
+    if state is None and ctx.is_main:
+        save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):

@@ -170,8 +170,12 @@ def load_split(
     per_class: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    masks: str = "none",
 ) -> SplitData:
-    """Load a manifest (or make a split on the fly when none is given) and decode it through the cache."""
+    """Load a manifest (or make a split on the fly when none is given) and decode it through the cache.
+
+    With `masks="predicted"` every image's mask comes from the shipped lung segmentation model.
+    """
     index = scan_dataset(path, classes)
     if split_csv is None:
         rows = split_dataset(path, None, index.classes, seed=seed, per_class=per_class, cache_dir=cache_dir,
@@ -186,4 +190,10 @@ def load_split(
         )
     samples = [Sample(r.path, r.label, r.mask_path) for r in rows]
     prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="loading")
+    if masks == "predicted":
+        from ..segment import Segmenter, default_segmenter_path
+        from .cache import file_digest, predicted_masks
+
+        seg = Segmenter.load()
+        prep = predicted_masks(prep, seg, file_digest(default_segmenter_path())[:12], cache_dir, progress)
     return SplitData(index.root, index.classes, rows, prep, manifest_fingerprint(rows, prep.digests))

@@ -236,3 +236,33 @@ def prepare(
         failures=failures,
         mask_failures=mask_failures,
     )
+
+
+def predicted_masks(prep: Prepared, segmenter, fingerprint: str, cache_dir: str | Path | None = None,
+                    progress: bool = True, batch_size: int = 32) -> Prepared:
+    """Replace `prep`'s masks with the segmentation model's, for every readable image alike.
+
+    Predicted masks are cached like images (keyed by image content and the segmenter's fingerprint),
+    so they are computed once. Every image gets a predicted mask, even where a provided one exists:
+    treating all classes the same way keeps "has a provided mask" from becoming a label signal.
+    """
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = base / f"{prep.size[0]}x{prep.size[1]}"
+    rows = np.full(len(prep.samples), -1, dtype=np.int64)
+    with _locked(folder):
+        store = ArrayStore(folder / f"masks-predicted-{fingerprint}", prep.size)
+        todo = [i for i in np.nonzero(prep.ok)[0] if prep.digests[i] not in store]
+        unique = list(dict.fromkeys(prep.digests[i] for i in todo))
+        first = {d: next(i for i in todo if prep.digests[i] == d) for d in unique}
+        bar = tqdm(range(0, len(unique), batch_size), desc="segmenting", unit="batch", disable=not progress, leave=False)
+        for start in bar:
+            keys = unique[start : start + batch_size]
+            imgs = np.stack([np.asarray(prep.images[prep.image_rows[first[k]]], dtype=np.float32) / 255.0 for k in keys])
+            for k, m in zip(keys, segmenter.predict_batch(imgs)):
+                store.append(k, np.asarray(m, dtype=np.uint8))
+        store.save()
+        for i in np.nonzero(prep.ok)[0]:
+            rows[i] = store.entries[prep.digests[i]]["row"]
+    prep.masks = store.array()
+    prep.mask_rows = rows
+    return prep
