@@ -146,7 +146,7 @@ def test_existing_outputs_are_never_overwritten(run, tmp_path):
     before = [(p.stat().st_mtime_ns, p.read_bytes()) for p in watched]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2
-    assert "4 file(s)" in res.output and "--overwrite" in res.output and "Traceback" not in res.output
+    assert "5 file(s)" in res.output and "--overwrite" in res.output and "Traceback" not in res.output  # 2 overlays, csv, json, index.html
     assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in watched] == before
     # --no-overlay writes only the tables, but those exist too
     assert CliRunner().invoke(main, [*args, "--no-overlay"]).exit_code == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,9 @@ def _check_out(out: str | Path, overwrite: bool) -> Path:
 
 def _to_onnx(module: torch.nn.Module, dummy: torch.Tensor, outputs: list[str]) -> bytes:
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks in forward() become constants in the trace; the batch axis stays dynamic regardless.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, (dummy,), buf, input_names=["image"], output_names=outputs,
                           dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                           opset_version=OPSET, dynamo=False)

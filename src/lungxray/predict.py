@@ -42,6 +42,8 @@ INTENDED_USE = (
     "decision about a patient."
 )
 MASK_MODES = ("auto", "provided", "predicted", "none")
+RUNTIMES = ("torch", "onnx")
+"""Who computes the probabilities. Grad-CAM always runs on the PyTorch weights (ONNX graphs have no gradients)."""
 DISPLAY_MAX_SIDE = 1024
 """Overlays never need more; keeping a smaller copy bounds memory per batch for 4k-pixel DICOMs."""
 _MAX_SKIP_WARNINGS = 20
@@ -180,6 +182,8 @@ class Predictor:
         cam: bool = False,
         segmenter: Any = None,
         checkpoint: str | Path | None = None,
+        runtime: str = "torch",
+        onnx: Any = None,
     ):
         if masks not in MASK_MODES:
             raise ConfigError(f"--masks must be one of {', '.join(MASK_MODES)}, got {masks!r}")
@@ -203,6 +207,15 @@ class Predictor:
             log.warning("model %s was trained on lung-masked images; --masks none feeds it unmasked images, "
                         "outside its training conditions", model.name)
         self.device = next(model.parameters()).device
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "onnx" and onnx is None:
+            raise ConfigError("runtime 'onnx' needs an ONNX session: build with Predictor.load(..., runtime='onnx')")
+        self.runtime = runtime
+        self._onnx = onnx if runtime == "onnx" else None
+        # penultimate_features hooks the shared model; a hook added by one thread would also fire in another's
+        # forward pass, so torch forward passes are serialised (ONNX Runtime sessions need no lock).
+        self._forward_lock = threading.Lock()
         self._segmenter = segmenter
         self._cam = None
         self._cam_lock = threading.Lock()
@@ -237,6 +250,8 @@ class Predictor:
         device: str = "cpu",
         cam: bool = False,
         segmenter: Any = None,
+        runtime: str = "torch",
+        onnx_path: str | Path | None = None,
     ) -> "Predictor":
         """Load a checkpoint and wrap it.
 
@@ -248,8 +263,14 @@ class Predictor:
             cam: also compute a Grad-CAM heatmap for the predicted class.
             segmenter: an object with `predict(list_of_images) -> list_of_masks`; default: the
                 `lungxray.segment` model, loaded only when a mask has to be predicted.
+            runtime: "torch", or "onnx" to compute probabilities with ONNX Runtime. The PyTorch weights are
+                still loaded: they are the source of truth the ONNX file is checked against, and Grad-CAM
+                (which needs gradients) runs on them for the class ONNX Runtime predicted.
+            onnx_path: with runtime "onnx", an export of this very checkpoint (`lungxray export`); default: an
+                export made once and cached under the lungxray cache folder.
         Raises:
-            CheckpointError: no usable checkpoint (the message says how to get one).
+            CheckpointError: no usable checkpoint (the message says how to get one), or an ONNX file
+                exported from a different checkpoint.
         """
         from .checkpoint import load_checkpoint
         from .train import resolve_device
@@ -264,9 +285,17 @@ class Predictor:
             path = path / DEFAULT_MODEL.name  # a folder holding a shipped-style classifier.safetensors
         if model is not None and not path.exists():
             raise CheckpointError(f"--model {model}: no such file or folder")
+        if path.suffix == ".onnx":
+            raise CheckpointError(
+                f"--model {model}: give the run folder or .safetensors the ONNX file was exported from, with "
+                "--runtime onnx (the PyTorch weights are checked against it and used for Grad-CAM)")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         net, meta = load_checkpoint(path)
         net = net.to(resolve_device(device))
-        return cls(net, meta, masks=masks, mask_dir=mask_dir, cam=cam, segmenter=segmenter, checkpoint=path)
+        session = _onnx_session(path, onnx_path) if runtime == "onnx" else None
+        return cls(net, meta, masks=masks, mask_dir=mask_dir, cam=cam, segmenter=segmenter, checkpoint=path,
+                   runtime=runtime, onnx=session)
 
     @property
     def cam_enabled(self) -> bool:
@@ -284,6 +313,8 @@ class Predictor:
             "image_size": list(self.size),
             "trained_masks": self.trained_masks,
             "val_metrics": self.meta.get("val_metrics"),
+            "runtime": self.runtime,
+            "onnx": str(self._onnx.path) if self._onnx is not None else None,
         }
 
     # ------------------------------------------------------------------------------------ masks
@@ -389,7 +420,25 @@ class Predictor:
         if item.mask_model.mean() < 0.01:
             log.warning("%s: the lung mask covers less than 1%% of the image; the model sees an almost black image", item.name)
 
-    def _classify(self, items: list[_Item]) -> list[PredictionResult]:
+    def _forward(self, x: torch.Tensor) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(penultimate features or None, logits, probabilities) for a model-ready batch (N, 1, H, W)."""
+        if self._onnx is not None:
+            out = self._onnx.run(x.cpu().numpy())
+            probs = out["probabilities"].astype(np.float64)
+            if "logits" in out:
+                logits = out["logits"]
+            else:  # an export without the logits output: equal to the logits up to a constant per row
+                logits = np.log(np.clip(probs, 1e-30, None)) * self.temperature
+            return out.get("features"), logits, probs
+        with self._forward_lock, torch.no_grad():
+            feats, logits_t = penultimate_features(self.model, x)
+        logits = logits_t.cpu().numpy()
+        return feats.cpu().numpy(), logits, softmax(logits, self.temperature)
+
+    def _classify(self, items: list[_Item], cam: bool | None = None) -> list[PredictionResult]:
+        """Classify prepared items; `cam` None = Grad-CAM as configured at load, False = skip it this time."""
+        if cam and self._cam is None:
+            raise ConfigError("Grad-CAM was requested, but this predictor was loaded without it (cam=True)")
         pending = [it for it in items if it.wants_predicted_mask and it.mask_model is None]
         if pending:
             seg = self.segmenter(example=pending[0].path)
@@ -401,14 +450,12 @@ class Predictor:
             m = np.stack([it.mask_model.astype(np.uint8) if it.mask_model is not None else ones for it in items])
             x = x * torch.from_numpy(m).float()
         x = x.unsqueeze(1).to(self.device)
-        with torch.no_grad():
-            feats, logits_t = penultimate_features(self.model, x)
-            logits = logits_t.cpu().numpy()
-        distances = self.guard.distance(feats.cpu().numpy()) if self.guard is not None else [None] * len(items)
-        probs = softmax(logits, self.temperature)
+        feats, logits, probs = self._forward(x)
+        use_guard = self.guard is not None and feats is not None
+        distances = self.guard.distance(feats) if use_guard else [None] * len(items)
         top = probs.argmax(axis=1)
         cams: list[np.ndarray | None] = [None] * len(items)
-        if self._cam is not None:
+        if self._cam is not None and cam is not False:
             with self._cam_lock, torch.enable_grad():
                 maps = self._cam(x, class_idx=torch.as_tensor(top, device=x.device))
             maps = maps[:, 0].float().cpu().numpy()
@@ -431,7 +478,9 @@ class Predictor:
             )
         return out
 
-    def predict_array(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "<array>") -> PredictionResult:
+    def predict_array(self, image: np.ndarray, mask: np.ndarray | None = None, name: str = "<array>", *,
+                      masks: str | None = None, cam: bool | None = None,
+                      rgb: np.ndarray | None = None) -> PredictionResult:
         """Classify one 2-D float image in [0, 1] (as `lungxray.data.io.read_image` returns).
 
         Args:
@@ -439,15 +488,22 @@ class Predictor:
             mask: optional lung mask (any size, resized like the training masks); used only when the
                 model was trained on masked images and `masks` is not "none".
             name: label for messages and the result's `path`.
+            masks: this call's mask mode (default: the predictor's own).
+            cam: False skips Grad-CAM for this call; True requires it (loaded with cam=True); None as loaded.
+            rgb: the file's colour pixels, if any, for the out-of-distribution colour check
+                (`lungxray.ood.read_rgb_thumbnail`).
         """
-        use_mask = mask is not None and self.masked and self.masks != "none"
-        if self.masked and self.masks == "provided" and mask is None:
+        mode = self.masks if masks is None else masks
+        if mode not in MASK_MODES:
+            raise ConfigError(f"masks must be one of {', '.join(MASK_MODES)}, got {mode!r}")
+        use_mask = mask is not None and self.masked and mode != "none"
+        if self.masked and mode == "provided" and mask is None:
             raise ConfigError(f"{name}: --masks provided, but no mask was given")
-        wants = self.masked and not use_mask and self.masks in ("auto", "predicted")
-        if self.masks == "predicted":
+        wants = self.masked and not use_mask and mode in ("auto", "predicted")
+        if mode == "predicted":
             use_mask, wants = False, True
-        item = self._item(image, name, name, mask if use_mask else None, "provided", None, wants)
-        return self._classify([item])[0]
+        item = self._item(image, name, name, mask if use_mask else None, "provided", None, wants, rgb=rgb)
+        return self._classify([item], cam=cam)[0]
 
     def predict_paths(
         self,
@@ -501,6 +557,25 @@ class Predictor:
             log.warning("skipped %s", reason)
         elif len(skips) - start == _MAX_SKIP_WARNINGS + 1:
             log.warning("skipping more unreadable files; see the final count (and predictions.json) for all")
+
+
+def _onnx_session(checkpoint: Path, onnx_path: str | Path | None):
+    """An ONNX Runtime session for `checkpoint`: the given export (checked to come from this checkpoint) or a
+    cached one made now."""
+    from .export import OnnxClassifier, cached_onnx, checkpoint_digest
+
+    if onnx_path is None:
+        return OnnxClassifier(cached_onnx(checkpoint))
+    session = OnnxClassifier(onnx_path)
+    source = (session.meta.get("onnx") or {}).get("source_sha256")
+    if source != checkpoint_digest(checkpoint):
+        raise CheckpointError(
+            f"{onnx_path} was not exported from {checkpoint} (or its .json is missing or predates this check); "
+            f"re-export it with `lungxray export {checkpoint} --onnx {onnx_path} --overwrite`, or leave --onnx out "
+            "to export one automatically")
+    if "features" not in session.outputs:
+        log.warning("%s has no 'features' output (an older export): the out-of-distribution guard is off", onnx_path)
+    return session
 
 
 # ---------------------------------------------------------------------------------------- inputs
