@@ -63,13 +63,20 @@ def audit_run(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Run the shortcut audit and write audit.json, audit.png and report.html (default `<run>/audit-<split>`)."""
+    """Run the shortcut audit and write audit.json, audit.png and report.html (default `<run>/audit-<split>`).
+
+    An existing, non-empty output folder is refused before any work unless `overwrite`.
+    """
     from .predict import make_gradcam
 
     if masks not in ("auto", "provided", "predicted"):
         raise ConfigError(f"--masks must be auto, provided or predicted, got {masks!r}")
     run = Path(run)
+    out = Path(out) if out else run / f"audit-{split}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     model, meta = load_checkpoint(run)
     size = tuple(meta["image_size"])
     ds = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress)
@@ -142,7 +149,6 @@ def audit_run(
         else f"With the lungs blacked out accuracy falls to {acc['lungs_removed']:.1%} (chance {chance:.1%}): "
         "no strong evidence of a shortcut outside the lungs."
     )
-    out = Path(out) if out else run / f"audit-{split}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "audit.json", result)
     png = _plot(result, np.concatenate(cam_mass) if cam_mass else None, lung_fraction, out / "audit.png")

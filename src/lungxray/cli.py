@@ -227,11 +227,13 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT).")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
-def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in --out.")
+def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwrite) -> None:
     """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
     from .evaluate import evaluate_run
 
-    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=sys.stderr.isatty())
+    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=sys.stderr.isatty(),
+                     overwrite=overwrite)
     lo, hi = m["accuracy_ci"]
     click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "
                f"macro F1 {m['macro']['f1']:.4f}  macro AUC {_fmt(m['macro']['auc'])}  ECE {m['ece']:.4f}")
@@ -293,11 +295,12 @@ def demo_cmd(out, pipeline) -> None:
 @click.option("--masks", default="auto", show_default=True, type=click.Choice(["auto", "provided", "predicted"]),
               help="Lung masks: provided where present else predicted (auto), or one kind for all.")
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/audit-SPLIT).")
-def audit_cmd(run, data, split_name, masks, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing audit in --out.")
+def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
     """Shortcut audit: accuracy with lungs removed / kept, Grad-CAM mass inside the lungs."""
     from .audit import audit_run
 
-    r = audit_run(run, data, split_name, out, masks, progress=sys.stderr.isatty())
+    r = audit_run(run, data, split_name, out, masks, progress=sys.stderr.isatty(), overwrite=overwrite)
     for k, v in r["accuracy"].items():
         click.echo(f"accuracy ({k.replace('_', ' ')}): {v:.4f}")
     click.echo(f"chance (majority class): {r['chance_accuracy']:.4f}")

@@ -11,6 +11,7 @@ from .data.api import inspect_dataset, split_dataset
 from .errors import ConfigError
 from .evaluate import evaluate_run
 from .train import train
+from .utils import atomic_write_text
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 _MARKER = ".lungxray-demo"
@@ -23,7 +24,7 @@ def _fresh(out: Path) -> None:
             raise ConfigError(f"{out} exists and was not made by the demo; move it away or choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / _MARKER).write_text("made by lungxray demo; replaced on the next demo run\n")
+    atomic_write_text(out / _MARKER, "made by lungxray demo; replaced on the next demo run\n")
 
 
 def run_demo(out: str | Path = "test_results", echo: Callable[[str], None] = print, progress: bool = True) -> Path:

@@ -36,7 +36,7 @@ def evaluate_run(
     batch_size: int = 64,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Score a run's checkpoint on one split of its manifest and write metrics.json, plots and report.html.
 
@@ -46,6 +46,7 @@ def evaluate_run(
         split: "test" (default), "val" or "train".
         split_csv: manifest to use instead of the run's own split.csv.
         out: output folder (default `<run>/eval-<split>`).
+        overwrite: replace an existing, non-empty output folder's files (refused by default, before any work).
     Returns:
         The metrics dict (also written to metrics.json).
     """
@@ -54,6 +55,9 @@ def evaluate_run(
         raise ConfigError(f"{run}: run folder not found")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
+    out = Path(out) if out else run / f"eval-{split}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     model, meta = load_checkpoint(run, which)
     manifest = Path(split_csv) if split_csv else run / "split.csv"
     masks = meta.get("masks", "none")
@@ -82,11 +86,7 @@ def evaluate_run(
             "trained_on_fingerprint": meta.get("data", {}).get("fingerprint"),
         }
     )
-    out = Path(out) if out else run / f"eval-{split}"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
     _write_predictions(out / "predictions.csv", [data_split.rows[i].path for i in idx], y, probs, classes)
     images = []
     history = _read_history(run / "history.csv")
@@ -118,6 +118,7 @@ def evaluate_run(
     if (run / "layers.png").is_file():
         sections.append({"heading": "Architecture", "images": [run / "layers.png"]})
     write_report(out / "report.html", title=f"lungxray evaluation: {run.name} on {split}", sections=sections)
+    write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation is complete
     return metrics
 
 

@@ -61,7 +61,8 @@ def run_experiments(
                 resume = (run / "state.pt").is_file()
                 log.warning("training %s%s", name, " (resuming)" if resume else "")
                 train(cfg, data, run, manifest, resume=resume, progress=progress, cache_dir=cache_dir)
-            evaluate_run(run, data, "test", manifest, progress=progress, cache_dir=cache_dir)
+            # metrics.json is written last, so without it any eval-test/ is an interrupted evaluation: redo it.
+            evaluate_run(run, data, "test", manifest, progress=progress, cache_dir=cache_dir, overwrite=True)
         m = read_json(metrics_path)
         summary = read_json(run / "summary.json")
         ran = read_json(run / "config.json")  # what the run really used (it may predate these overrides)

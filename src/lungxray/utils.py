@@ -10,9 +10,14 @@ from typing import Any
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# Read once at import: flipping the umask on every write would race with other threads creating files
+# (predict decodes in worker threads, the server answers requests in threads).
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -26,7 +31,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp makes owner-only files; outputs are meant to be shared like any file open() creates.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -11,11 +11,11 @@ import base64
 import html
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..utils import atomic_write_text
 
 __all__ = ["metrics_tables", "write_report"]
 
@@ -36,27 +36,6 @@ figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: .85em; color: #666; }
 """
-
-
-def _read_umask() -> int:
-    """Current process umask (os.umask can only be read by setting it, so set it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: toggling the umask later could race with other threads creating files.
-_FILE_MODE = 0o666 & ~_read_umask()
-
-
-def _publish(tmp: str | Path, out: Path) -> None:
-    """Atomically move a finished temp file to `out` with normal file permissions.
-
-    mkstemp creates files readable by the owner only; reports are meant to be shared, so give
-    the final file the mode a plain open() would have produced before it becomes visible.
-    """
-    os.chmod(tmp, _FILE_MODE)
-    os.replace(tmp, out)
 
 
 def _fmt(value: Any) -> tuple[str, bool]:
@@ -146,17 +125,7 @@ def write_report(
         + "\n</body>\n</html>\n"
     )
 
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        _publish(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out_html, page)
 
 
 def metrics_tables(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

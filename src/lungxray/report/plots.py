@@ -8,8 +8,7 @@ figure never disagrees with `metrics.json`.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from matplotlib.transforms import Bbox  # noqa: E402
 from numpy.typing import ArrayLike, NDArray  # noqa: E402
 
 from .. import metrics as _metrics  # noqa: E402
-from .html import _publish  # noqa: E402
+from ..utils import atomic_write_bytes  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -56,19 +55,12 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
         The destination path.
     """
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight")
-        _publish(tmp_name, out)
-    except BaseException:
-        # Never leave a half-written temp file behind, whatever interrupted the save.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)
-    return out
+    return atomic_write_bytes(out, buf.getvalue())
 
 
 def _to_float(value: Any) -> float:

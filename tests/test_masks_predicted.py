@@ -1,0 +1,72 @@
+"""Training and evaluating on predicted lung masks (every image alike), and shipping a model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lungxray.segment.inference as seg_inf
+from lungxray.checkpoint import load_checkpoint, ship_checkpoint
+from lungxray.config import load_config
+from lungxray.data.api import load_split, split_dataset
+from lungxray.errors import CheckpointError
+from lungxray.evaluate import evaluate_run
+from lungxray.train import train
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+
+
+class FakeSegmenter:
+    """Left half = lung: easy to recognise in the cached masks."""
+
+    calls = 0
+
+    def predict_batch(self, images):
+        FakeSegmenter.calls += len(images)
+        m = np.zeros(images.shape, bool)
+        m[:, :, : images.shape[2] // 2] = True
+        return m
+
+
+@pytest.fixture
+def fake_segmenter(monkeypatch, tmp_path):
+    weights = tmp_path / "lung-unet.safetensors"
+    weights.write_bytes(b"stand-in weights for the cache key")
+    monkeypatch.setattr(seg_inf, "default_segmenter_path", lambda: weights)
+    monkeypatch.setattr(seg_inf.Segmenter, "load", classmethod(lambda cls, *a, **k: FakeSegmenter()))
+    FakeSegmenter.calls = 0
+    return FakeSegmenter
+
+
+def test_every_image_gets_a_predicted_mask_and_it_is_cached(fake_segmenter, tmp_path):
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    data = load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted")
+    assert (data.prepared.mask_rows >= 0).all()  # COVID and Normal too, not only the VP images with files
+    m = np.asarray(data.prepared.masks[data.prepared.mask_rows[0]])
+    assert m[:, :16].all() and not m[:, 16:].any()  # the segmenter's mask, not the provided one
+    first = fake_segmenter.calls
+    assert first > 0
+    load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted")
+    assert fake_segmenter.calls == first  # second time from the cache
+
+
+def test_train_and_evaluate_with_predicted_masks(fake_segmenter, tmp_path):
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    assert json.loads((run / "best.json").read_text())["masks"] == "predicted"
+    m = evaluate_run(run, SAMPLE, "test", n_bootstrap=20, progress=False)
+    assert m["masks"] == "predicted" and m["n"] == 6
+
+
+def test_ship_copies_weights_metadata_and_refuses_to_overwrite(tmp_path):
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    written = ship_checkpoint(run, tmp_path / "weights" / "classifier")
+    assert {p.name for p in written} >= {"classifier.safetensors", "classifier.json"}
+    model, meta = load_checkpoint(tmp_path / "weights" / "classifier.safetensors")
+    assert meta["model"] == "cnn"
+    with pytest.raises(CheckpointError, match="--overwrite"):
+        ship_checkpoint(run, tmp_path / "weights" / "classifier")
