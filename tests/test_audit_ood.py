@@ -54,7 +54,7 @@ def test_audit_needs_masks_when_provided_only(run):
     from lungxray.errors import DatasetError
 
     with pytest.raises(DatasetError, match="have no mask"):
-        audit_run(run, SAMPLE, "test", masks="provided", progress=False)
+        audit_run(run, SAMPLE, "test", masks="provided", progress=False, overwrite=True)  # audit-test/ exists
 
 
 def test_feature_guard_flags_far_points():

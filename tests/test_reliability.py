@@ -140,3 +140,42 @@ def test_resume_without_any_saved_epoch_says_how_to_restart(tmp_path):
     cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1})
     with pytest.raises(ConfigError, match="--overwrite"):
         train(cfg, SAMPLE, run, resume=True, progress=False)
+
+
+# ----------------------------------------------------------------- existing outputs need --overwrite
+def test_evaluate_audit_and_export_refuse_existing_outputs_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from lungxray.audit import audit_run
+    from lungxray.cli import main
+    from lungxray.errors import ConfigError
+    from lungxray.evaluate import evaluate_run
+    from lungxray.export import export_onnx
+
+    run = tmp_path / "run"  # no checkpoint at all: the refusal must come before anything is loaded
+    for sub in ("eval-test", "audit-test"):
+        (run / sub).mkdir(parents=True)
+        (run / sub / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        evaluate_run(run, SAMPLE, "test", progress=False)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        audit_run(run, SAMPLE, "test", progress=False)
+    res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(SAMPLE)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (run / "eval-test" / "metrics.json").read_text() == "{}"
+    (tmp_path / "model.json").write_text("{}")  # the metadata written beside an export is an output too
+    with pytest.raises(ConfigError, match="model.json exists"):
+        export_onnx(run, tmp_path / "model.onnx")
+
+
+def test_report_writers_leave_no_temporary_files(tmp_path):
+    from lungxray.report.html import write_report
+    from lungxray.report.plots import plot_history
+
+    rows = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 1e-3}]
+    png = plot_history(rows, tmp_path / "curves.png")
+    page = write_report(tmp_path / "report.html", title="t", sections=[{"heading": "h", "images": [png]}])
+    with Image.open(png) as im:
+        im.load()
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "report.html"]

@@ -323,23 +323,39 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs in --out.")
 @click.option("--no-overlay", is_flag=True, help="Only write predictions.csv and predictions.json.")
-def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, overwrite, no_overlay) -> None:
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Who computes the probabilities; onnx exports the model once (cached) and runs ONNX Runtime.")
+@click.option("--resume", is_flag=True, help="Skip inputs already in OUT/predictions.csv and add the new ones to it.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Threads reading and decoding images ahead of the model (0: in the main thread).")
+def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, overwrite, no_overlay, runtime, resume,
+                workers) -> None:
     """Classify X-rays (PNG, JPEG, DICOM; files or folders): table, predictions.csv/json and overlays. Research use only."""
-    from .predict import predict_to_folder
+    from .predict import Predictor, predict_to_folder
 
-    res = predict_to_folder(
-        paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
-        overlays=not no_overlay, device=device, progress=sys.stderr.isatty(),
-    )
-    names = [r["name"] if len(r["name"]) <= 50 else "..." + r["name"][-47:] for r in res.rows]
+    predictor = None
+    if runtime != "torch":
+        predictor = Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam, runtime=runtime)
+    try:
+        res = predict_to_folder(
+            paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
+            overlays=not no_overlay, device=device, progress=sys.stderr.isatty(), predictor=predictor,
+            resume=resume, workers=workers,
+        )
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the predictions made so far are in {out}/predictions.csv. Continue with the same "
+                   "command plus --resume", err=True)
+        raise SystemExit(130)
+    new = res.rows[res.resumed:]
+    names = [r["name"] if len(r["name"]) <= 50 else "..." + r["name"][-47:] for r in new]
     width = max([len("file"), *map(len, names)])
     cols = [max(len(c), 7) for c in res.classes]
     click.echo(f"{'file':<{width}}  {'prediction':<16} {'prob.':>6}  " + "  ".join(f"{c:>{w}}" for c, w in zip(res.classes, cols)))
-    for name, r in zip(names, res.rows):
+    for name, r in zip(names, new):
         probs = "  ".join(f"{100 * r['probabilities'][c]:>{w - 1}.1f}%" for c, w in zip(res.classes, cols))
         flag = "  [OOD: " + "; ".join(r["ood"]["reasons"]) + "]" if r.get("ood", {}).get("flagged") else ""
         click.echo(f"{name:<{width}}  {r['prediction']:<16} {100 * r['probability']:>5.1f}%  {probs}{flag}")
-    n_ood = sum(1 for r in res.rows if r.get("ood", {}).get("flagged"))
+    n_ood = sum(1 for r in new if r.get("ood", {}).get("flagged"))
     if n_ood:
         click.echo(f"warning: {n_ood} input(s) do not look like the frontal chest X-rays the model was trained on; "
                    "their predictions are not meaningful")
@@ -348,7 +364,8 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
                "research use only, not for clinical use")
     skipped = f", skipped {len(res.skipped)} unreadable file(s)" if res.skipped else ""
     overlays = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
-    click.echo(f"predicted {len(res.rows)} image(s){skipped}; wrote {overlays}{res.csv_path} and {res.json_path}")
+    kept = f" ({res.resumed} already in {res.csv_path.name}, kept)" if res.resumed else ""
+    click.echo(f"predicted {len(new)} image(s){kept}{skipped}; wrote {overlays}{res.csv_path} and {res.json_path}")
 
 
 from .segment.cli import fill_masks_cmd, segment_group  # noqa: E402
@@ -367,6 +384,46 @@ def ship_cmd(run, which, overwrite) -> None:
 
     for p in ship_checkpoint(run, DEFAULT_MODEL.with_suffix(""), overwrite, which):
         click.echo(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path())
+@click.option("--onnx", "onnx_out", required=True, type=click.Path(), help="Output .onnx file (its .json is written beside it).")
+@click.option("--segmentation", is_flag=True, help="Also export the lung U-Net, to OUT-lungs.onnx.")
+@click.option("--segmentation-weights", type=click.Path(), default=None,
+              help="Lung U-Net run folder or .safetensors (default: the shipped lung-unet weights).")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwrite) -> None:
+    """Export RUN's classifier to ONNX (dynamic batch, calibrated probabilities, metadata JSON beside it)."""
+    from .export import export_all, onnx_parity
+
+    written = export_all(run, onnx_out, segmentation, segmentation_weights, overwrite, which)
+    diff = onnx_parity(run, written[0], which=which)
+    click.echo(f"wrote {written[0]} and {Path(written[0]).with_suffix('.json')} "
+               f"(max |p_onnx - p_torch| on 8 random images: {diff:.1e})")
+    for p in written[1:]:
+        click.echo(f"wrote {p} and {Path(p).with_suffix('.json')} (lung U-Net: probabilities; threshold and "
+                   "post-processing as in lungxray.segment)")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the API to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--model", default=None, type=click.Path(), help="Run folder or .safetensors file (default: the shipped model).")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--onnx", "onnx_path", type=click.Path(), default=None,
+              help="With --runtime onnx: this export of --model (default: exported once and cached).")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Largest request body; larger uploads get 413.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> None:
+    """Serve the REST API (/v1/predict, docs at /docs) and the web page (/). Research use only."""
+    from .serve import serve
+
+    if onnx_path and runtime != "onnx":
+        raise click.UsageError("--onnx FILE is used with --runtime onnx")
+    serve(model, host, port, runtime, onnx_path, max_upload_mb, device, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,8 +63,9 @@ def _check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: the output file must end in .onnx")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    for target in (out, out.with_suffix(".json")):  # the metadata beside it is an output too
+        if target.exists() and not overwrite:
+            raise ConfigError(f"{target} exists; pass --overwrite to replace it")
     return out
 
 
@@ -73,6 +74,9 @@ def _to_onnx(module: torch.nn.Module, dummy: torch.Tensor, outputs: list[str]) -
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks in forward() become constants in the trace; the batch axis stays dynamic regardless.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The TorchScript exporter is chosen on purpose (dynamo=False): it handles every registered model.
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
         torch.onnx.export(module, (dummy,), buf, input_names=["image"], output_names=outputs,
                           dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                           opset_version=OPSET, dynamo=False)
@@ -121,6 +125,52 @@ def export_segmentation_onnx(weights: str | Path | None, out: str | Path, overwr
         "sigmoid_included": True, "postprocess": "threshold, keep largest components and fill holes as in "
                                                  "lungxray.segment.Segmenter (not in the graph)"}})
     return out
+
+
+def segmentation_path(out: str | Path) -> Path:
+    """Where `export_all` puts the lung U-Net next to the classifier: `model.onnx` -> `model-lungs.onnx`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-lungs.onnx")
+
+
+def export_all(run: str | Path, out: str | Path, segmentation: bool = False,
+               segmentation_weights: str | Path | None = None, overwrite: bool = False, which: str = "best") -> list[Path]:
+    """Export the classifier to `out` and, with `segmentation`, the lung U-Net to `segmentation_path(out)`.
+
+    Everything is checked before anything is written, so a missing segmentation model leaves no half export.
+
+    Returns:
+        the written .onnx paths (each has its .json beside it).
+    """
+    targets = [_check_out(out, overwrite)]
+    resolve_checkpoint(run, which)
+    if segmentation:
+        from .segment import Segmenter
+
+        targets.append(_check_out(segmentation_path(out), overwrite))
+        try:
+            Segmenter.load(segmentation_weights)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"--segmentation: no lung segmentation model to export ({exc}). Pass --segmentation-weights with a "
+                "`lungxray segment train` run folder or .safetensors, or leave --segmentation out") from None
+    written = [export_onnx(run, out, overwrite=overwrite, which=which)]
+    if segmentation:
+        written.append(export_segmentation_onnx(segmentation_weights, targets[1], overwrite=overwrite))
+    return written
+
+
+def onnx_parity(run: str | Path, onnx_path: str | Path, images: np.ndarray | None = None, which: str = "best") -> float:
+    """Max |p_onnx - p_torch| over `images` ((N, 1, H, W) in [0, 1]; default 8 seeded random images)."""
+    from .metrics import softmax
+
+    model, meta = load_checkpoint(run, which)
+    if images is None:
+        images = np.random.default_rng(0).random((8, 1, *meta["image_size"]), dtype=np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).numpy()
+    p_torch = softmax(logits, float(meta.get("temperature", 1.0)))
+    return float(np.abs(OnnxClassifier(onnx_path).probabilities(images) - p_torch).max())
 
 
 def cached_onnx(run: str | Path, cache_dir: str | Path | None = None, which: str = "best") -> Path:

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -22,13 +23,13 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .ood import FeatureGuard, guard_path, input_checks, penultimate_features, read_rgb_thumbnail
+from .ood import FeatureGuard, _last_linear, guard_path, input_checks, read_rgb_thumbnail
 from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
 from .data.discovery import IMAGE_DIRS, MASK_DIRS
 from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
 from .metrics import softmax
 from .models import Classifier
-from .utils import atomic_write_text, write_json
+from .utils import atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,29 @@ def make_gradcam(model: Classifier, layer: str):
     return GradCAM(hooks, layer, postprocessing=_unit_range)
 
 
+class _FeatureTap:
+    """(penultimate features, logits) from one forward pass, safe to call from several threads at once.
+
+    `lungxray.ood.penultimate_features` adds a hook per call; on a model shared by threads, one thread's hook
+    would also fire in another thread's forward pass. This hook is registered once and stores what it sees
+    per thread. It is a plain closure, so deep copies of the model (Grad-CAM's) share it harmlessly.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        local = threading.local()
+        self._local = local
+
+        def keep(module, inputs, output):
+            local.features = inputs[0].detach()
+
+        _last_linear(model).register_forward_hook(keep)
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._local.features = None
+        logits = model(x)
+        return self._local.features.float().flatten(1), logits.float()
+
+
 class Predictor:
     """A loaded classifier plus everything needed to use it exactly as it was trained.
 
@@ -213,9 +237,9 @@ class Predictor:
             raise ConfigError("runtime 'onnx' needs an ONNX session: build with Predictor.load(..., runtime='onnx')")
         self.runtime = runtime
         self._onnx = onnx if runtime == "onnx" else None
-        # penultimate_features hooks the shared model; a hook added by one thread would also fire in another's
-        # forward pass, so torch forward passes are serialised (ONNX Runtime sessions need no lock).
-        self._forward_lock = threading.Lock()
+        # Features for the OOD guard come from one hook that stays on the model and writes to thread-local
+        # storage, so concurrent requests (the server's worker threads) never see each other's features.
+        self._features = _FeatureTap(model)
         self._segmenter = segmenter
         self._cam = None
         self._cam_lock = threading.Lock()
@@ -430,8 +454,8 @@ class Predictor:
             else:  # an export without the logits output: equal to the logits up to a constant per row
                 logits = np.log(np.clip(probs, 1e-30, None)) * self.temperature
             return out.get("features"), logits, probs
-        with self._forward_lock, torch.no_grad():
-            feats, logits_t = penultimate_features(self.model, x)
+        with torch.no_grad():
+            feats, logits_t = self._features(self.model, x)
         logits = logits_t.cpu().numpy()
         return feats.cpu().numpy(), logits, softmax(logits, self.temperature)
 
@@ -511,16 +535,22 @@ class Predictor:
         batch_size: int = 16,
         skipped: list[tuple[str, str]] | None = None,
         progress: bool = False,
+        workers: int = 0,
     ) -> Iterator[PredictionResult]:
         """Stream predictions for files and folders (recursively), `batch_size` images at a time.
 
         Unreadable files are skipped with a warning naming them (and appended to `skipped` as
         (path, reason)); a count is logged at the end. Only one batch is ever held in memory.
+        `workers` > 0 reads and decodes files in that many threads ahead of the model (image decoders
+        release the GIL), at most `max(2 * workers, batch_size)` files ahead; results, their order and
+        the batches the model sees are the same as with 0 (everything in this thread).
         """
         from tqdm import tqdm
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        if workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {workers}")
         items = list(paths)
         files = [p for p in items if isinstance(p, InputFile)]
         if len(files) != len(items):
@@ -528,19 +558,12 @@ class Predictor:
         skips: list[tuple[str, str]] = skipped if skipped is not None else []
         start = len(skips)
         batch: list[_Item] = []
-        for f in tqdm(files, desc="predicting", unit="img", disable=not progress, leave=False):
-            try:
-                mask_file, wants = self._mask_plan(f)
-                image = read_image(f.path)
-                mask = read_mask(mask_file) if mask_file is not None else None
-                batch.append(self._item(image, f.rel.as_posix(), str(f.path), mask, "provided",
-                                        str(mask_file) if mask_file else None, wants, rgb=read_rgb_thumbnail(f.path)))
-            except ImageReadError as exc:
-                self._skip(skips, start, str(f.path), str(exc))
+        ready = self._read_ahead(files, workers, batch_size)
+        for f, got in tqdm(ready, total=len(files), desc="predicting", unit="img", disable=not progress, leave=False):
+            if isinstance(got, str):
+                self._skip(skips, start, str(f.path), got)
                 continue
-            except OSError as exc:
-                self._skip(skips, start, str(f.path), f"{f.path}: {exc.strerror or exc}")
-                continue
+            batch.append(got)
             if len(batch) >= batch_size:
                 yield from self._classify(batch)
                 batch = []
@@ -549,6 +572,45 @@ class Predictor:
         n = len(skips) - start
         if n:
             log.warning("skipped %d of %d file(s) that could not be read as X-ray images", n, len(files))
+
+    def _read_file(self, f: InputFile) -> _Item | str:
+        """Read, decode and prepare one input; for a file that cannot be read, the reason (a str)."""
+        try:
+            mask_file, wants = self._mask_plan(f)
+            image = read_image(f.path)
+            mask = read_mask(mask_file) if mask_file is not None else None
+            return self._item(image, f.rel.as_posix(), str(f.path), mask, "provided",
+                              str(mask_file) if mask_file else None, wants, rgb=read_rgb_thumbnail(f.path))
+        except ImageReadError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{f.path}: {exc.strerror or exc}"
+
+    def _read_ahead(self, files: Sequence[InputFile], workers: int, ahead: int) -> Iterator[tuple[InputFile, _Item | str]]:
+        """(file, prepared item or skip reason) in input order; with `workers`, decoded in a thread pool that
+        runs a bounded number of files ahead, so memory does not grow with the number of files."""
+        if workers <= 0:
+            for f in files:
+                yield f, self._read_file(f)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        ahead = max(2 * workers, ahead)
+        queue: deque = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="lungxray-read") as pool:
+            try:
+                for f in files:
+                    queue.append((f, pool.submit(self._read_file, f)))
+                    if len(queue) >= ahead:
+                        done, fut = queue.popleft()
+                        yield done, fut.result()
+                while queue:
+                    done, fut = queue.popleft()
+                    yield done, fut.result()
+            finally:  # stopped early (an error, Ctrl-C): drop what has not started
+                for _, fut in queue:
+                    fut.cancel()
 
     @staticmethod
     def _skip(skips: list, start: int, path: str, reason: str) -> None:
@@ -629,11 +691,12 @@ def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] =
     return out
 
 
-def overlay_names(files: Sequence[InputFile]) -> dict[Path, Path]:
+def overlay_names(files: Sequence[InputFile], taken: Iterable[str] = ()) -> dict[Path, Path]:
     """Overlay path (relative to the output folder) for each input: its relative path with `.png`.
 
     When inputs would share a name (`x.png` and `x.dcm`), the PNG keeps `x.png` and the others keep
-    their full name (`x.dcm.png`); any remaining clash gets `-2`, `-3`...
+    their full name (`x.dcm.png`); any remaining clash, also with the `taken` names (overlays an
+    earlier run already wrote), gets `-2`, `-3`...
     """
     def key(p: Path) -> str:
         return p.as_posix().lower()  # case-insensitive: macOS/Windows file systems
@@ -642,7 +705,7 @@ def overlay_names(files: Sequence[InputFile]) -> dict[Path, Path]:
     counts: dict[str, int] = {}
     for n in natural:
         counts[key(n)] = counts.get(key(n), 0) + 1
-    taken: set[str] = set()
+    taken = {t.lower() for t in taken}
     out: dict[Path, Path] = {}
     for f, nat in zip(files, natural):
         first = nat if counts[key(nat)] == 1 or f.rel.suffix.lower() == ".png" else f.rel.with_name(f.rel.name + ".png")
@@ -667,6 +730,46 @@ class PredictionRun:
     json_path: Path
     overlays: list[Path]
     model: dict
+    resumed: int = 0
+    """With --resume: how many of `rows` (the first ones) an earlier run had already written."""
+
+
+FLUSH_SECONDS = 2.0
+"""predict_to_folder rewrites predictions.csv/.json (atomically) this often while it runs, so an interrupted run
+loses at most a few seconds of work to --resume; the interval grows with the files so rewriting stays under ~10%."""
+
+
+def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dict) -> list[dict]:
+    """The rows an earlier run left in the output folder: predictions.csv says which inputs are done;
+    predictions.json, when it has them, gives their full records (it is written first, so it may hold more)."""
+    if not csv_path.is_file():
+        return []
+    header = ["path", "prediction", "probability", *classes]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            table = list(csv.reader(fh))
+        old = read_json(json_path) if json_path.is_file() else {}
+        detail = {r["path"]: r for r in old.get("rows", [])}
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{csv_path.parent}: earlier predictions cannot be read to resume ({exc}); "
+                          "use --overwrite to start again") from None
+    if not table or table[0] != header or any(len(r) != len(header) for r in table[1:]):
+        raise ConfigError(f"{csv_path} does not hold this model's predictions (expected columns {', '.join(header)}); "
+                          "--resume needs the same model: use another --out, or --overwrite to start again")
+    for key in ("name", "version", "data_fingerprint", "image_size", "trained_masks"):
+        if key in old.get("model", {}) and old["model"][key] != model.get(key):
+            raise ConfigError(f"{json_path} was made with another model ({key} {old['model'][key]!r}, now "
+                              f"{model.get(key)!r}); --resume needs the same model: use another --out, or --overwrite")
+    rows = []
+    for path, prediction, probability, *probs in table[1:]:
+        try:
+            row = detail.get(path) or {"path": path, "name": path, "prediction": prediction,
+                                       "probability": float(probability),
+                                       "probabilities": {c: float(v) for c, v in zip(classes, probs)}}
+        except ValueError:
+            raise ConfigError(f"{csv_path}: unreadable row for {path}; use --overwrite to start again") from None
+        rows.append(row)
+    return rows
 
 
 def _csv_text(rows: list[dict], classes: list[str]) -> str:
@@ -691,59 +794,89 @@ def predict_to_folder(
     device: str = "cpu",
     progress: bool = False,
     predictor: Predictor | None = None,
+    resume: bool = False,
+    workers: int = 0,
 ) -> PredictionRun:
     """Predict files/folders and write `predictions.csv`, `predictions.json` and one overlay PNG per input.
 
     Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
+    With `resume`, the inputs already in `out/predictions.csv` are skipped and the new rows are added to it
+    (overlays of inputs it does not list yet, left by an interrupted run, are redone). Both files are
+    rewritten atomically every few seconds while the run goes on, so an interrupted run can be resumed.
+    Images are streamed: memory holds one batch plus the read-ahead of `workers` decoding threads.
     Pass `predictor` to reuse a loaded one (then `model`, `masks`, `mask_dir`, `cam` and `device` are its own).
 
     Returns:
-        PredictionRun with the rows (in input order), skipped files and written paths.
+        PredictionRun with the rows (earlier rows first when resuming, then input order), skipped files
+        and written paths.
     """
     from .report.overlay import write_overlay
 
     out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the predictions in --out and --overwrite replaces them: give only one")
     pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
     files = discover_inputs(paths, exclude=[out])
-    names = overlay_names(files)
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
+    desc = pred.describe()
+    done = _resume_rows(csv_path, json_path, pred.classes, desc) if resume else []
+    if done:
+        seen = {r["path"] for r in done} | {str(Path(r["path"]).resolve()) for r in done}
+        files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
+    names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
     existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
+    if existing and not overwrite and not resume:
         raise ConfigError(
             f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
-            "pass --overwrite to replace them, or choose another --out"
+            "pass --overwrite to replace them, --resume to continue them, or choose another --out"
         )
     pred.check_inputs(files)
-    rows: list[dict] = []
+    rows: list[dict] = list(done)
     written: list[Path] = []
     skipped: list[tuple[str, str]] = []
     overlay_of = {str(path): rel for path, rel in names.items()}
     label = f"{pred.model.name} {pred.meta.get('version') or ''}".strip()
-    for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress):
-        row = res.row()
-        row["overlay"] = None
-        if overlays:
-            rel = overlay_of[res.path]
-            written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
-            row["overlay"] = rel.as_posix()
-        rows.append(row)
+
+    def save() -> None:
+        # JSON first: after a crash between the two, predictions.csv (what --resume trusts) lists no row
+        # that predictions.json lacks.
+        write_json(json_path, {
+            "provenance": pred.provenance,
+            "model": desc,
+            "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None,
+                         "cam": pred.cam_enabled, "batch_size": batch_size},
+            "classes": pred.classes,
+            "n_predicted": len(rows),
+            "skipped": [{"path": p, "error": e} for p, e in skipped],
+            "rows": rows,
+        })
+        atomic_write_text(csv_path, _csv_text(rows, pred.classes))
+
+    last_save, save_cost = time.monotonic(), 0.0
+    try:
+        for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress, workers=workers):
+            row = res.row()
+            row["overlay"] = None
+            if overlays:
+                rel = overlay_of[res.path]
+                written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
+                row["overlay"] = rel.as_posix()
+            rows.append(row)
+            if time.monotonic() - last_save >= max(FLUSH_SECONDS, 10 * save_cost):
+                started = time.monotonic()
+                save()
+                last_save = time.monotonic()
+                save_cost = last_save - started
+    except KeyboardInterrupt:
+        if len(rows) > len(done):
+            save()  # keep what is done: `--resume` continues from here
+        raise
     if not rows:
         raise ImageReadError(f"none of the {len(files)} file(s) could be read as an X-ray image (first: {skipped[0][1]})")
-    desc = pred.describe()
-    atomic_write_text(csv_path, _csv_text(rows, pred.classes))
-    write_json(json_path, {
-        "provenance": pred.provenance,
-        "model": desc,
-        "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None, "cam": pred.cam_enabled,
-                     "batch_size": batch_size},
-        "classes": pred.classes,
-        "n_predicted": len(rows),
-        "skipped": [{"path": p, "error": e} for p, e in skipped],
-        "rows": rows,
-    })
+    save()
     if overlays:
         from .report.gallery import write_gallery
 
         write_gallery(out, rows, desc, pred.classes)
-    return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc)
+    return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc, resumed=len(done))

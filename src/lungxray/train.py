@@ -139,8 +139,8 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif ctx.enabled and cfg.device != "cuda":
-        # Ranks share the machine's cores: one rank per core avoids oversubscription.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
+        # Ranks share the machine's cores: one rank per core avoids oversubscription (per node: LOCAL_WORLD_SIZE).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))))
     size = (cfg.image_size, cfg.image_size)
     split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
                        cache_dir=cache_dir, progress=progress, masks=cfg.masks)
@@ -197,7 +197,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+        # torch.device("cuda") carries no index; the process's GPU is its local rank (set by init_from_env).
+        net = DistributedDataParallel(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
     base_meta = {
         "config": cfg.to_dict(),
         "masks": cfg.masks,

@@ -38,17 +38,25 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(str(path), force=False)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except InvalidDicomError as exc:
         raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from None
-    if "PixelData" not in ds:
-        raise ImageReadError(f"{path}: DICOM has no pixel data (not an image: {ds.get('Modality', '?')})")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:  # a damaged file makes the parser fail in many ways (struct, zlib, Unicode...)
+        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    try:
+        # Elements are parsed on first access, so malformed values surface here, not in dcmread.
+        has_pixels = "PixelData" in ds
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        modality = ds.get("Modality", "?")
+    except Exception as exc:  # noqa: BLE001 - same: any parser failure means an unusable header
+        raise ImageReadError(f"{path}: invalid DICOM header ({type(exc).__name__}: {exc})") from None
+    if not has_pixels:
+        raise ImageReadError(f"{path}: DICOM has no pixel data (not an image: {modality})")
     if frames > 1:
         raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); export a single frame")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_dims(path, cols, rows)
     assert rows * cols <= MAX_PIXELS
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(f"{path}: photometric interpretation {photometric} is not a grayscale radiograph")
     try:

@@ -8,6 +8,7 @@ header before pixels are decoded, so a decompression bomb is refused without bei
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,18 @@ def _open_pil(path: str | Path) -> Image.Image:
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
+@contextmanager
+def _converting(path: str | Path):
+    """PIL's mode conversions fail in internal ways on damaged files that still open (a palette image without
+    a palette raises AssertionError in `convert("RGB")`): those are the file's fault, so say so."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AssertionError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read a PNG, JPEG or DICOM X-ray as a 2-D float32 array in [0, 1].
 
@@ -120,7 +133,8 @@ def read_image(path: str | Path) -> np.ndarray:
     if kind is None:
         raise ImageReadError(f"{path}: not a PNG, JPEG or DICOM file (unrecognised content)")
     img = _open_pil(path)
-    return _pil_to_float(img, path)
+    with _converting(path):
+        return _pil_to_float(img, path)
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -131,12 +145,13 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     if sniff_format(path) not in ("png", "jpeg"):
         raise ImageReadError(f"{path}: a mask must be a PNG or JPEG image")
     img = _open_pil(path)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lung = arr > (arr.max(initial=0) / 2 if arr.max(initial=0) > 255 else 127)
-    else:
-        rgb = np.asarray(img.convert("RGB"))
-        lung = (rgb > 127).any(axis=-1)
+    with _converting(path):
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(img, dtype=np.float64)
+            lung = arr > (arr.max(initial=0) / 2 if arr.max(initial=0) > 255 else 127)
+        else:
+            rgb = np.asarray(img.convert("RGB"))
+            lung = (rgb > 127).any(axis=-1)
     if shape is not None and lung.shape != tuple(shape):
         lung = resize_mask(lung, shape)
     return lung

@@ -1,0 +1,159 @@
+"""Load test of `lungxray serve`: a server this script starts and stops, N concurrent clients, a fixed number of requests.
+
+    python benchmarks/load.py                          # shipped model, torch then onnx, 8 clients, 200 requests
+    python benchmarks/load.py --model runs/cnn --runtime onnx --clients 16 --requests 500
+
+Each runtime gets its own server (`python -m lungxray serve` on 127.0.0.1 and a free port). Clients post the
+bundled sample PNGs (single-image POST /v1/predict, round robin) over keep-alive connections. Prints p50 / p95 /
+p99 / max latency, throughput and the error count (any answer but 200, or a failed connection), with the
+machine's load average, since other work on the machine shows up in every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "radiography-sample"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def start_server(model: str | None, runtime: str, port: int, timeout: float) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lungxray", "serve", "--host", "127.0.0.1", "--port", str(port), "--runtime", runtime]
+    if model:
+        cmd += ["--model", model]
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: an unread pipe could fill and stall the server
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not answer /health within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly on SIGINT
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_load(port: int, bodies: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
+    """`requests` POSTs shared by `clients` threads; returns latencies (s), errors and wall time."""
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            body, ctype = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+                resp = conn.getresponse()
+                payload = resp.read()
+                ok = resp.status == 200 and "prediction" in json.loads(payload)
+                err = None if ok else f"HTTP {resp.status}: {payload[:200]!r}"
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                err = f"{type(exc).__name__}: {exc}"
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                if err:
+                    errors.append(err)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="run folder or .safetensors (default: the shipped model)")
+    ap.add_argument("--runtime", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10, help="requests sent first and not counted")
+    ap.add_argument("--startup-timeout", type=float, default=180)
+    args = ap.parse_args()
+
+    images = sorted(SAMPLE.glob("*/images/*.png"))
+    if not images:
+        raise SystemExit(f"no sample images under {SAMPLE}")
+    bodies = [multipart(p.name, p.read_bytes()) for p in images]
+    print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} "
+          f"(1 / 5 min) at start; {len(images)} sample images, single-image POST /v1/predict")
+    for runtime in args.runtime:
+        port = free_port()
+        proc = start_server(args.model, runtime, port, args.startup_timeout)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/health")
+            health = json.loads(conn.getresponse().read())
+            run_load(port, bodies, 1, args.warmup)
+            res = run_load(port, bodies, args.clients, args.requests)
+        finally:
+            stop_server(proc)
+        lat = np.array(res["latencies"]) * 1e3
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        print(f"runtime {runtime}: model {health['model']} {health.get('version') or ''}, {args.clients} clients, "
+              f"{len(lat)} requests in {res['wall']:.2f} s")
+        print(f"  latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {lat.max():.1f}")
+        print(f"  throughput {len(lat) / res['wall']:.1f} req/s   errors {len(res['errors'])}   "
+              f"load average now {os.getloadavg()[0]:.2f}")
+        for e in res["errors"][:5]:
+            print(f"  error: {e}")
+
+
+if __name__ == "__main__":
+    main()

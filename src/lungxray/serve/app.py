@@ -1,0 +1,261 @@
+"""The REST API and the web page: a FastAPI app around one loaded `Predictor`.
+
+Every request goes through `Predictor.predict_array`, the pipeline `lungxray predict` uses. Uploads are
+judged by their bytes (never by file name or content type): not an image -> 415, an image that does not
+decode -> 422, too large -> 413; the body is counted as it arrives, so no more than the limit is ever held.
+Classification runs in worker threads; the Predictor serialises what is not thread-safe (its hooked torch
+forward pass and Grad-CAM), and ONNX Runtime sessions run concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..errors import CheckpointError, ConfigError, LungxrayError
+from ..predict import INTENDED_USE, MODEL_CARD, NOTICE, PredictionResult, Predictor
+from .images import FORMATS, UnsupportedMedia, b64, decode_upload, render_png
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_FILES = 16
+_FORM_OVERHEAD = 64 * 1024
+"""Room for multipart boundaries and form fields on top of the file-size limit."""
+_CHUNK = 1 << 20
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over `max_bytes` get a 413 JSON answer.
+
+    A declared Content-Length over the limit is refused before a byte is read; otherwise the bytes are
+    counted as they arrive (chunked uploads declare no length), and the request is cut off the moment the
+    count passes the limit. The application then sees a disconnected client and its own answer is dropped.
+    """
+
+    def __init__(self, app, max_bytes: int, detail: str):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+        self.detail = detail
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": self.detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        refused = False
+
+        async def counted_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+
+def _status_of(exc: LungxrayError) -> int:
+    if isinstance(exc, UnsupportedMedia):
+        return 415
+    if isinstance(exc, CheckpointError):
+        return 503  # the server lacks something (e.g. the lung segmenter a masked model needs), not the client
+    return 422  # ImageReadError (corrupt, truncated, too many pixels), ConfigError
+
+
+def _model_label(pred: Predictor) -> dict:
+    return {"name": pred.model.name, "version": pred.meta.get("version"), "runtime": pred.runtime}
+
+
+def model_card(pred: Predictor, max_upload_mb: float) -> dict:
+    """What `GET /v1/model` returns: identity, classes, input, masking, metrics, calibration, intended use."""
+    desc = {k: v for k, v in pred.describe().items() if k not in ("checkpoint", "onnx")}  # no server paths
+    return {
+        **desc,
+        "notice": NOTICE,
+        "intended_use": INTENDED_USE,
+        "model_card": MODEL_CARD,
+        "masking": {"trained_on": pred.trained_masks, "default": pred.masks,
+                    "per_request": ["auto", "none"] if pred.masked else ["auto"]},
+        "calibration": pred.meta.get("calibration"),
+        "data": {k: v for k, v in (pred.meta.get("data") or {}).items() if k != "split_file"},
+        "cam_available": pred.cam_enabled,
+        "ood_guard": pred.guard is not None,
+        "accepted_formats": FORMATS,
+        "max_upload_mb": max_upload_mb,
+        "max_batch_files": MAX_BATCH_FILES,
+        "lungxray_version": __version__,
+    }
+
+
+def _response(pred: Predictor, res: PredictionResult, cam: bool, overlay: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prediction": res.prediction,
+        "probability": res.probability,
+        "probabilities": res.probabilities,
+        "model": _model_label(pred),
+        "ood": res.ood,
+        "mask": res.mask_source,
+        "notice": NOTICE,
+    }
+    if cam:
+        out["cam_png"] = b64(render_png(res.image, res.mask, res.cam))
+    if overlay:
+        out["overlay_png"] = b64(render_png(res.image, res.mask))
+    return out
+
+
+def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
+    """The API and web page around a loaded predictor (load it once, with `cam=True` to offer Grad-CAM).
+
+    Args:
+        predictor: from `Predictor.load(...)`; shared by all requests.
+        max_upload_mb: largest accepted request body (a batch's files together), in MiB.
+    """
+    if max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    pred = predictor
+    limit = int(max_upload_mb * 1024 * 1024)
+    too_large = (f"upload too large: the limit is {max_upload_mb:g} MB per request (the server's --max-upload-mb); "
+                 "send a smaller or downscaled image")
+    if pred.masked and pred.masks != "none":
+        try:  # load the lung segmenter now rather than on the first request
+            pred.segmenter()
+        except CheckpointError as exc:
+            log.warning("%s", exc)
+
+    app = FastAPI(
+        title="lungxray",
+        version=__version__,
+        description=("COVID-19 / Normal / Viral Pneumonia chest X-ray classification. "
+                     f"**{NOTICE}.** {INTENDED_USE}"),
+    )
+    app.add_middleware(BodyLimit, max_bytes=limit + _FORM_OVERHEAD, detail=too_large)
+    static = resources.files("lungxray") / "serve" / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: {e.get('msg')}"
+                 for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(LungxrayError)
+    async def _user_error(request: Request, exc: LungxrayError):
+        return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
+
+    async def read_limited(upload: UploadFile) -> bytes:
+        chunks, n = [], 0
+        while chunk := await upload.read(_CHUNK):
+            n += len(chunk)
+            if n > limit:
+                raise HTTPException(413, too_large)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def classify(data: bytes, name: str, cam: bool, masks: str, overlay: bool) -> dict:
+        image, rgb = decode_upload(data, name)
+        res = pred.predict_array(image, name=name, masks=masks, cam=cam, rgb=rgb)
+        return _response(pred, res, cam, overlay)
+
+    def options(cam_q, cam_f, masks_q, masks_f) -> tuple[bool, str]:
+        cam = bool(cam_q if cam_q is not None else cam_f)
+        masks = masks_q or masks_f or "auto"
+        if cam and not pred.cam_enabled:
+            raise HTTPException(422, f"Grad-CAM is not available for model {pred.model.name!r} on this server; "
+                                     "ask again without cam=true")
+        return cam, masks
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/health", summary="Liveness and the loaded model")
+    async def health():
+        return {"status": "ok", "model": pred.model.name, "version": pred.meta.get("version"), "runtime": pred.runtime}
+
+    @app.get("/v1/model", summary="The model's card: classes, input, masking, metrics, intended use")
+    async def model():
+        return model_card(pred, max_upload_mb)
+
+    @app.post(
+        "/v1/predict",
+        summary=f"Classify one X-ray ({FORMATS})",
+        responses={413: {"description": "Upload too large"}, 415: {"description": f"Not a {FORMATS} file"},
+                   422: {"description": "Corrupt image or invalid options"}},
+    )
+    async def predict(
+        file: UploadFile = File(..., description=f"The X-ray: {FORMATS}; the format is read from the content"),
+        cam_q: bool | None = Query(None, alias="cam", description="Also return cam_png: the Grad-CAM heatmap over the X-ray"),
+        masks_q: Literal["auto", "none"] | None = Query(None, alias="masks",
+                                                         description="auto: mask the lungs if the model was trained so; none: never"),
+        overlay: bool = Query(False, description="Also return overlay_png: the X-ray with the lung outline, if a mask was used"),
+        cam_f: bool | None = Form(None, alias="cam", include_in_schema=False),
+        masks_f: Literal["auto", "none"] | None = Form(None, alias="masks", include_in_schema=False),
+    ):
+        cam, masks = options(cam_q, cam_f, masks_q, masks_f)
+        data = await read_limited(file)
+        return await run_in_threadpool(classify, data, file.filename or "upload", cam, masks, overlay)
+
+    @app.post(
+        "/v1/predict/batch",
+        summary="Classify several X-rays; each result or error is reported in input order",
+        responses={413: {"description": "Request too large"}},
+    )
+    async def predict_batch(
+        files: list[UploadFile] = File(..., description=f"Up to {MAX_BATCH_FILES} files ({FORMATS})"),
+        cam_q: bool | None = Query(None, alias="cam"),
+        masks_q: Literal["auto", "none"] | None = Query(None, alias="masks"),
+        overlay: bool = Query(False),
+        cam_f: bool | None = Form(None, alias="cam", include_in_schema=False),
+        masks_f: Literal["auto", "none"] | None = Form(None, alias="masks", include_in_schema=False),
+    ):
+        if len(files) > MAX_BATCH_FILES:
+            raise HTTPException(422, f"too many files: {len(files)} (at most {MAX_BATCH_FILES} per request)")
+        cam, masks = options(cam_q, cam_f, masks_q, masks_f)
+        results = []
+        for upload in files:
+            name = upload.filename or "upload"
+            data = await read_limited(upload)
+            try:
+                results.append({"file": name, **await run_in_threadpool(classify, data, name, cam, masks, overlay)})
+            except LungxrayError as exc:
+                results.append({"file": name, "error": {"status": _status_of(exc), "detail": str(exc)}})
+        n_failed = sum("error" in r for r in results)
+        return {"results": results, "n_ok": len(results) - n_failed, "n_failed": n_failed,
+                "model": _model_label(pred), "notice": NOTICE}
+
+    return app
