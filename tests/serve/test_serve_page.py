@@ -42,6 +42,7 @@ def live_server(tiny_run):
     """The real app under uvicorn on 127.0.0.1 and a free port, in a background thread."""
     import uvicorn
 
+    _playwright()  # skip before starting anything when there is no browser
     pred = load_for_serving(tiny_run)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
