@@ -164,3 +164,13 @@ def test_checkpoint_loading_refuses_pickles(tmp_path):
         load_state(evil)
     with pytest.raises(CheckpointError, match="not loaded"):
         load_checkpoint(evil)
+
+
+def test_calibrate_existing_run_keeps_t1_on_tiny_validation(split_csv, tmp_path):
+    from lungxray.train import calibrate_existing
+
+    run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    assert "calibration" not in json.loads((run / "best.json").read_text())
+    meta = calibrate_existing(run, SAMPLE, progress=False)
+    assert meta["temperature"] == 1.0 and meta["calibration"]["method"].startswith("skipped")
+    assert meta["calibration"]["n"] == 3

@@ -426,5 +426,20 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
     serve(model, host, port, runtime, onnx_path, max_upload_mb, device, echo=click.echo)
 
 
+@main.command("calibrate")
+@click.argument("run", type=click.Path())
+@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+def calibrate_cmd(run, data) -> None:
+    """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
+    from .train import calibrate_existing
+
+    meta = calibrate_existing(run, data, progress=sys.stderr.isatty())
+    c = meta["calibration"]
+    click.echo(f"temperature {meta['temperature']:.3f}: validation ECE {c['val_ece_before']:.4f} -> {c['val_ece_after']:.4f} "
+               f"({c['n']} images)")
+    if "ood" in meta:
+        click.echo(f"OOD guard: threshold {meta['ood']['threshold']:.2f} (99.5th percentile of validation distances)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

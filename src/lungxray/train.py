@@ -355,6 +355,25 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
     return t
 
 
+def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Fit temperature scaling and the OOD guard for an existing run, on its own validation split.
+
+    For runs trained with `calibrate = false`; the test split is not touched. Returns the updated metadata.
+    """
+    from .utils import read_json
+
+    run = Path(run)
+    if not (run / "best.json").is_file():
+        raise ConfigError(f"{run}: not a run folder (no best.json)")
+    meta = read_json(run / "best.json")
+    size = tuple(meta["image_size"])
+    split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
+                       masks=meta.get("masks", "none"))
+    val_idx = split.indices("val")
+    calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
+    return read_json(run / "best.json")
+
+
 def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:
     from .report.plots import layer_table, plot_history, plot_layer_table
     from .utils import write_json as _wj
