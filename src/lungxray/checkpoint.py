@@ -84,7 +84,8 @@ def load_state(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: refused or unreadable training state ({str(exc).splitlines()[0][:200]})") from None
 
 
-def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = False, which: str = "best") -> list[Path]:
+def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = False, which: str = "best",
+                    half: bool = False) -> list[Path]:
     """Copy a run's checkpoint (weights, metadata and OOD statistics) to `dest_stem`.{safetensors,json,ood.safetensors}.
 
     This is how the package's default model is replaced: one command, the same three files.
@@ -100,5 +101,14 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     if existing and not overwrite:
         raise CheckpointError(f"{existing[0]} exists; pass --overwrite to replace the shipped model")
     for src, dst in pairs:
-        atomic_write_bytes(dst, src.read_bytes())
+        data = src.read_bytes()
+        if half and src == weights:
+            # fp16 storage halves the package; loading casts back to the model's fp32 parameters.
+            tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in st_load(data).items()}
+            data = st_save(tensors, metadata={"format": FORMAT, "stored_dtype": "float16"})
+        atomic_write_bytes(dst, data)
+    if half:
+        meta_doc = json.loads(dest.with_suffix(".json").read_text())
+        meta_doc["stored_dtype"] = "float16"
+        write_json(dest.with_suffix(".json"), meta_doc)
     return [d for _, d in pairs]

@@ -377,12 +377,13 @@ data.add_command(fill_masks_cmd)
 @click.argument("run", type=click.Path())
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
 @click.option("--overwrite", is_flag=True, help="Replace the currently shipped default model.")
-def ship_cmd(run, which, overwrite) -> None:
+@click.option("--half", is_flag=True, help="Store the weights as float16 (half the size; loaded back as float32).")
+def ship_cmd(run, which, overwrite, half) -> None:
     """Make RUN's checkpoint the package's default classifier (src/lungxray/weights/classifier.*)."""
     from .checkpoint import ship_checkpoint
     from .predict import DEFAULT_MODEL
 
-    for p in ship_checkpoint(run, DEFAULT_MODEL.with_suffix(""), overwrite, which):
+    for p in ship_checkpoint(run, DEFAULT_MODEL.with_suffix(""), overwrite, which, half):
         click.echo(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
 
 

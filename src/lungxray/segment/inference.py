@@ -52,7 +52,8 @@ class Segmenter:
     """
 
     def __init__(self, model: LungUNet, meta: dict | None = None, batch_size: int = 32, amp: bool = False):
-        self.model = model.eval()
+        # Weights and inputs share the channels-last memory format, oneDNN's fastest on CPU (no reorders).
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.meta = dict(meta or {})
         self.batch_size = int(batch_size)
         self.amp = bool(amp)

@@ -14,6 +14,7 @@ masks' own resolution, HD95) by the same code the benchmark uses.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import logging
 import math
@@ -84,8 +85,6 @@ class SegTrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "SegTrainConfig":
         """Build from a dict, refusing unknown keys (with the nearest valid one suggested)."""
-        import difflib
-
         names = [f.name for f in fields(cls)]
         for key in values:
             if key not in names:
@@ -137,14 +136,14 @@ def _batch(ps: PairSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, batch_size: int = 32) -> float:
+def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, memory: torch.memory_format, batch_size: int = 32) -> float:
     """Mean per-image Dice at the model size, thresholded, no post-processing: cheap enough for every epoch."""
     model.eval()
     scores = []
     for start in range(0, len(ps), batch_size):
         b = _batch(ps, np.arange(start, min(start + batch_size, len(ps))))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            pred = model(b["image"].contiguous(memory_format=torch.channels_last)).float() > 0
+            pred = model(b["image"].contiguous(memory_format=memory)).float() > 0
         ref = b["mask"] > 0.5
         inter = (pred & ref).flatten(1).sum(1).float()
         total = (pred.flatten(1).sum(1) + ref.flatten(1).sum(1)).float()
@@ -314,7 +313,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - t0
         seconds_training += train_seconds
-        scores = {name: _quick_dice(model, vs, cfg.amp) for name, vs in val_sets.items()}
+        scores = {name: _quick_dice(model, vs, cfg.amp, memory) for name, vs in val_sets.items()}
         score = float(np.mean(list(scores.values()))) if scores else -loss_sum / seen
         row = {
             "epoch": epoch,
