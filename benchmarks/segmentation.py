@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from lungxray.data.io import read_image
 from lungxray.errors import DatasetError
 from lungxray.segment import Segmenter, default_segmenter_path, evaluate_pairs, find_pairs
 from lungxray.segment.train import source_name
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
 
 
 def heldout_pairs(folder: str, meta: dict) -> tuple[str, list]:
@@ -53,6 +56,28 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def mask_stats(dataset: str) -> list[dict]:
+    """Per class: masks found, median and 1st/99th percentile lung fraction, count by number of regions."""
+    from scipy import ndimage
+
+    from lungxray.data.discovery import scan_dataset
+    from lungxray.data.io import read_mask
+
+    index = scan_dataset(dataset)
+    rows = []
+    for cls in index.classes:
+        fractions, regions = [], []
+        for s in index.samples:
+            if s.label == cls and s.mask_path:
+                m = read_mask(index.root / s.mask_path)
+                fractions.append(float(m.mean()))
+                regions.append(int(ndimage.label(m, structure=np.ones((3, 3)))[1]))
+        f = np.array(fractions) if fractions else np.zeros(1)
+        rows.append({"class": cls, "masks": len(fractions), "median": float(np.median(f)), "p1": float(np.percentile(f, 1)),
+                     "p99": float(np.percentile(f, 99)), "regions": dict(sorted(Counter(regions).items()))})
+    return rows
+
+
 def time_calls(fn, runs: int, warmup: int = 5) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -74,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores).")
     ap.add_argument("--amp", action="store_true", help="Run the network under bfloat16 autocast.")
+    ap.add_argument("--skip-latency", action="store_true", help="Only score the validation sets.")
+    ap.add_argument("--mask-stats", default=None, metavar="DATASET",
+                    help="Also summarise the masks found in a Radiography Database folder (e.g. after fill-masks).")
     ap.add_argument("--json", dest="json_out", default=None, help="Also write all figures and per-image scores here.")
     args = ap.parse_args(argv)
 
@@ -90,55 +118,76 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate_pairs(seg, pairs, progress=sys.stderr.isatty(), desc=f"scoring {label}")
         results["sets"][label] = res
 
-    # Latency: one real radiograph per call, end to end (resize, network, upsample, post-processing). A
-    # Radiography Database image (299x299, from the last set: the held-out one) when given, as users will have.
-    probe_pairs = sets[-1][1] if sets else find_pairs(Path(__file__).resolve().parents[1] / "examples" / "radiography-sample")
-    probe = read_image(probe_pairs[0].image)
-    load0 = os.getloadavg()[0]
-    single = time_calls(lambda: seg.predict([probe]), args.latency_runs)
-    x1 = np.stack([seg.preprocess(probe)])
-    network = time_calls(lambda: seg.probabilities(x1), args.latency_runs)
-    same_size = [im for im in (read_image(p.image) for p in probe_pairs[: args.batch]) if im.shape == probe.shape]
-    batch_imgs = np.stack((same_size * args.batch)[: args.batch])
-    batched = time_calls(lambda: seg.predict_batch(batch_imgs), args.batch_runs, warmup=2)
-    load1 = os.getloadavg()[0]
-    results["latency"] = {
-        "image_shape": list(probe.shape),
-        "batch1_median_ms": 1000 * statistics.median(single),
-        "batch1_p90_ms": 1000 * float(np.percentile(single, 90)),
-        "batch1_network_only_median_ms": 1000 * statistics.median(network),
-        "runs": args.latency_runs,
-        "batch": args.batch,
-        "batch_median_s": statistics.median(batched),
-        "images_per_s": args.batch / statistics.median(batched),
-        "load_average_1min": [round(load0, 2), round(load1, 2)],
-    }
-
-    tr = meta.get("training", {})
-    print(f"### Lung segmentation benchmark ({weights.name}, input {seg.input_size[0]}x{seg.input_size[1]})\n")
-    print(f"CPU: {results['cpu']}, torch {torch.__version__}, {args.threads} threads, "
-          f"{'bfloat16 autocast' if args.amp else 'float32'}; trained {tr.get('epochs_run', '?')} epochs "
-          f"in {tr.get('seconds_all_epochs', float('nan')) / 60:.1f} min (best epoch {tr.get('best_epoch', '?')})\n")
-    print("| validation set | images | Dice mean | Dice median | Dice min | HD95 mean (px) | HD95 median (px) | HD95 p95 (px) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, res in results["sets"].items():
-        d, h = res["dice"], res["hd95"]
-        bad = f" ({h['non_finite']} empty)" if h.get("non_finite") else ""
-        print(f"| {label} | {res['n']} | {d['mean']:.4f} | {d['median']:.4f} | {d['min']:.4f} | "
-              f"{h['mean']:.2f}{bad} | {h['median']:.2f} | {h['p95']:.2f} |")
-    lat = results["latency"]
-    print(f"\nHD95 in pixels of the 256x256 reference masks. Latency on a {lat['image_shape'][0]}x{lat['image_shape'][1]} "
-          f"image, end to end (resize, U-Net, upsampling, post-processing), {lat['runs']} calls:\n")
-    print("| figure | value |")
-    print("|---|---:|")
-    print(f"| batch 1, median | {lat['batch1_median_ms']:.1f} ms |")
-    print(f"| batch 1, 90th percentile | {lat['batch1_p90_ms']:.1f} ms |")
-    print(f"| batch 1, network only, median | {lat['batch1_network_only_median_ms']:.1f} ms |")
-    print(f"| batch {lat['batch']}, throughput | {lat['images_per_s']:.1f} images/s |")
-    print(f"\n1-minute load average before/after timing: {lat['load_average_1min'][0]} / {lat['load_average_1min'][1]}")
+    if not args.skip_latency:
+        # One real radiograph per call: a Radiography Database image (299x299, from the last set given: the
+        # held-out one), as users will have; the bundled sample when no set is given.
+        probe_pairs = sets[-1][1] if sets else find_pairs(SAMPLE / "Viral Pneumonia")
+        results["latency"] = measure_latency(seg, probe_pairs, args.latency_runs, args.batch, args.batch_runs)
+    if args.mask_stats:
+        results["mask_stats"] = mask_stats(args.mask_stats)
+    print_report(results, seg, weights, args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=float) + "\n")
     return 0
+
+
+def measure_latency(seg: Segmenter, pairs: list, runs: int, batch: int, batch_runs: int) -> dict:
+    """End-to-end (resize, U-Net, upsampling, post-processing) timings at batch 1 and at `batch`."""
+    probe = read_image(pairs[0].image)
+    load0 = os.getloadavg()[0]
+    single = time_calls(lambda: seg.predict([probe]), runs)
+    x1 = np.stack([seg.preprocess(probe)])
+    network = time_calls(lambda: seg.probabilities(x1), runs)
+    same_size = [im for im in (read_image(p.image) for p in pairs[:batch]) if im.shape == probe.shape]
+    stack = np.stack((same_size * batch)[:batch])
+    batched = time_calls(lambda: seg.predict_batch(stack), batch_runs, warmup=2)
+    return {
+        "image_shape": list(probe.shape),
+        "runs": runs,
+        "batch1_median_ms": 1000 * statistics.median(single),
+        "batch1_p90_ms": 1000 * float(np.percentile(single, 90)),
+        "batch1_network_only_median_ms": 1000 * statistics.median(network),
+        "batch": batch,
+        "batch_median_s": statistics.median(batched),
+        "images_per_s": batch / statistics.median(batched),
+        "load_average_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def print_report(results: dict, seg: Segmenter, weights: Path, args) -> None:
+    """The Markdown block pasted into docs/RESULTS.md."""
+    tr = seg.meta.get("training", {})
+    print(f"### Lung segmentation benchmark ({weights.name}, input {seg.input_size[0]}x{seg.input_size[1]})\n")
+    print(f"CPU: {results['cpu']}, torch {results['torch']}, {args.threads} threads, "
+          f"{'bfloat16 autocast' if args.amp else 'float32'}; trained {tr.get('epochs_run', '?')} epochs "
+          f"in {tr.get('seconds_all_epochs', float('nan')) / 60:.1f} min (best epoch {tr.get('best_epoch', '?')})\n")
+    if results["sets"]:
+        print("| validation set | images | Dice mean | Dice median | Dice min | HD95 mean (px) | HD95 median (px) | HD95 p95 (px) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for label, res in results["sets"].items():
+            d, h = res["dice"], res["hd95"]
+            bad = f" ({h['non_finite']} empty)" if h.get("non_finite") else ""
+            print(f"| {label} | {res['n']} | {d['mean']:.4f} | {d['median']:.4f} | {d['min']:.4f} | "
+                  f"{h['mean']:.2f}{bad} | {h['median']:.2f} | {h['p95']:.2f} |")
+        print("\nHD95 in pixels of the 256x256 reference masks.\n")
+    lat = results.get("latency")
+    if lat:
+        print(f"Latency on a {lat['image_shape'][0]}x{lat['image_shape'][1]} image, end to end (resize, U-Net, "
+              f"upsampling, post-processing), {lat['runs']} calls:\n")
+        print("| figure | value |")
+        print("|---|---:|")
+        print(f"| batch 1, median | {lat['batch1_median_ms']:.1f} ms |")
+        print(f"| batch 1, 90th percentile | {lat['batch1_p90_ms']:.1f} ms |")
+        print(f"| batch 1, network only, median | {lat['batch1_network_only_median_ms']:.1f} ms |")
+        print(f"| batch {lat['batch']}, throughput | {lat['images_per_s']:.1f} images/s |")
+        print(f"\n1-minute load average before/after timing: {lat['load_average_1min'][0]} / {lat['load_average_1min'][1]}\n")
+    if results.get("mask_stats"):
+        print(f"Masks in {args.mask_stats}: lung fraction of the image, and masks by number of separate regions:\n")
+        print("| class | masks | lung fraction median | 1st pct | 99th pct | masks by region count |")
+        print("|---|---:|---:|---:|---:|---|")
+        for r in results["mask_stats"]:
+            regions = ", ".join(f"{k}: {v}" for k, v in r["regions"].items())
+            print(f"| {r['class']} | {r['masks']} | {r['median']:.3f} | {r['p1']:.3f} | {r['p99']:.3f} | {regions} |")
 
 
 if __name__ == "__main__":

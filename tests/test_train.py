@@ -128,7 +128,7 @@ def test_l2_penalty_is_applied(split_csv, tmp_path):
     b = train(_cfg(epochs=2, lr=1e-2, l2=1.0), SAMPLE, tmp_path / "b", split_csv, progress=False)
     ma, _ = load_checkpoint(a, "last")
     mb, _ = load_checkpoint(b, "last")
-    assert float(l2_penalty(mb)) < 0.9 * float(l2_penalty(ma))
+    assert float(l2_penalty(mb).detach()) < 0.9 * float(l2_penalty(ma).detach())
 
 
 def test_evaluation_is_consistent(split_csv, tmp_path):

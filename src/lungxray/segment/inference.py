@@ -47,8 +47,9 @@ class Segmenter:
         model: a LungUNet (switched to eval mode here).
         meta: its metadata (threshold and post-processing settings are read from it).
         batch_size: images per forward pass in `predict`/`predict_batch`.
-        amp: run the network under bfloat16 autocast (faster on CPUs with AVX-512 BF16 / AMX; masks
-            differ from float32 in a handful of edge pixels). Default float32.
+        amp: run the network under bfloat16 autocast: ~2x the batch throughput on CPUs with AVX-512 BF16,
+            same validation Dice to 4 decimals (docs/RESULTS.md), but slow on CPUs without bf16 units.
+            Default float32.
     """
 
     def __init__(self, model: LungUNet, meta: dict | None = None, batch_size: int = 32, amp: bool = False):
