@@ -30,7 +30,8 @@ def test_segment_train_then_predict_with_the_trained_run(tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"
     res = runner.invoke(main, ["segment", "train", "--holdout-data", str(SAMPLE / "Viral Pneumonia"), "--out", str(run),
-                               "--image-size", "32", "--channels", "4,8,16", "--epochs", "1", "--batch-size", "4"])
+                               "--image-size", "32", "--channels", "4,8,16", "--num-res-units", "1", "--epochs", "1",
+                               "--batch-size", "4"])
     assert res.exit_code == 0, res.output
     assert (run / "best.safetensors").is_file() and "run saved" in res.output
     image = SAMPLE / "COVID" / "images" / "COVID-5.png"
