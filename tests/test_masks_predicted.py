@@ -70,3 +70,19 @@ def test_ship_copies_weights_metadata_and_refuses_to_overwrite(tmp_path):
     assert meta["model"] == "cnn"
     with pytest.raises(CheckpointError, match="--overwrite"):
         ship_checkpoint(run, tmp_path / "weights" / "classifier")
+
+
+def test_evaluate_with_provided_instead_of_predicted_masks(fake_segmenter, tmp_path):
+    from lungxray.data.split import read_manifest, write_manifest
+    from lungxray.errors import ConfigError
+
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    vp = [r for r in read_manifest(tmp_path / "split.csv") if r.label == "Viral Pneumonia"]
+    write_manifest(tmp_path / "vp.csv", vp)
+    a = evaluate_run(run, SAMPLE, "test", tmp_path / "vp.csv", tmp_path / "a", masks="provided", n_bootstrap=10, progress=False)
+    b = evaluate_run(run, SAMPLE, "test", tmp_path / "vp.csv", tmp_path / "b", masks="predicted", n_bootstrap=10, progress=False)
+    assert a["masks"] == "provided" and b["masks"] == "predicted" and a["n"] == b["n"] == 2
+    with pytest.raises(ConfigError, match="only the kind of mask"):
+        evaluate_run(run, SAMPLE, "test", tmp_path / "vp.csv", tmp_path / "c", masks="none", progress=False)

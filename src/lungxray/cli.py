@@ -227,13 +227,15 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT).")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
+@click.option("--masks", type=click.Choice(["provided", "predicted"]), default=None,
+              help="For a lung-masked model: which masks to evaluate with (default: as trained).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in --out.")
-def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwrite) -> None:
+def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwrite, masks) -> None:
     """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
     from .evaluate import evaluate_run
 
     m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=sys.stderr.isatty(),
-                     overwrite=overwrite)
+                     overwrite=overwrite, masks=masks)
     lo, hi = m["accuracy_ci"]
     click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "
                f"macro F1 {m['macro']['f1']:.4f}  macro AUC {_fmt(m['macro']['auc'])}  ECE {m['ece']:.4f}")

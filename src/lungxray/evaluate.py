@@ -37,6 +37,7 @@ def evaluate_run(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    masks: str | None = None,
 ) -> dict:
     """Score a run's checkpoint on one split of its manifest and write metrics.json, plots and report.html.
 
@@ -46,6 +47,8 @@ def evaluate_run(
         split: "test" (default), "val" or "train".
         split_csv: manifest to use instead of the run's own split.csv.
         out: output folder (default `<run>/eval-<split>`).
+        masks: for a lung-masked model, evaluate with "provided" or "predicted" masks instead of the
+            kind it was trained with (e.g. to measure what predicted masks cost where both exist).
         overwrite: replace an existing, non-empty output folder's files (refused by default, before any work).
     Returns:
         The metrics dict (also written to metrics.json).
@@ -60,7 +63,11 @@ def evaluate_run(
         raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     model, meta = load_checkpoint(run, which)
     manifest = Path(split_csv) if split_csv else run / "split.csv"
-    masks = meta.get("masks", "none")
+    trained_masks = meta.get("masks", "none")
+    masks = masks or trained_masks
+    if (masks == "none") != (trained_masks == "none"):
+        raise ConfigError(f"--masks {masks}: the model was trained with masks={trained_masks!r}; "
+                          "only the kind of mask (provided or predicted) can be changed at evaluation")
     size = tuple(meta["image_size"])
     data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress, masks=masks)
     idx = data_split.indices(split)
