@@ -64,16 +64,21 @@ def load_checkpoint(path: str | Path, which: str = "best") -> tuple[Classifier, 
     if not str(meta.get("format", "")).startswith("lungxray-checkpoint/"):
         raise CheckpointError(f"{meta_path}: not a lungxray checkpoint")
     model = create_model(meta["model"], input_size=meta["image_size"], classes=meta["classes"], **meta.get("model_args", {}))
+    load_weights_into(model, weights, f"model {meta['model']}")
+    return model, meta
+
+
+def load_weights_into(model: torch.nn.Module, weights: Path, what: str) -> torch.nn.Module:
+    """Load a safetensors file into `model` (strict) and switch it to eval mode; errors name the file and `what`."""
     try:
-        state = st_load(weights.read_bytes())
+        state = st_load(Path(weights).read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: corrupt weights ({exc})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not match model {meta['model']} ({str(exc)[:300]})") from None
-    model.eval()
-    return model, meta
+        raise CheckpointError(f"{weights}: weights do not match {what} ({str(exc)[:300]})") from None
+    return model.eval()
 
 
 def load_state(path: str | Path) -> dict:

@@ -272,7 +272,7 @@ def experiments_cmd(data, out, configs, split_csv, epochs, image_size, per_class
     from .experiments import run_experiments
 
     overrides = {"epochs": epochs, "image_size": image_size, "per_class": per_class, **_parse_sets(sets)}
-    rows = run_experiments(data, out, list(configs) or None, split_csv, overrides, progress=True)
+    run_experiments(data, out, list(configs) or None, split_csv, overrides, progress=True)
     click.echo(Path(out, "comparison.md").read_text())
     click.echo(f"report: {Path(out) / 'report.html'}")
 

@@ -15,7 +15,7 @@ from .inference import check_masks, predict_logits
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
-from .utils import atomic_write_text, read_json, write_json
+from .utils import atomic_write_text, write_json
 
 
 def _read_history(path: Path) -> list[dict]:

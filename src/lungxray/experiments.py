@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import sys
 from pathlib import Path
 
 from .config import load_config, tomllib

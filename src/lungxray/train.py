@@ -329,7 +329,6 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
     validation threshold); both go into best.json and are used by evaluate and predict."""
     from .checkpoint import load_checkpoint
     from .metrics import expected_calibration_error, fit_temperature, softmax
-    from .utils import read_json
 
     best, meta = load_checkpoint(out, "best")
     logits = predict_logits(best, split, val_idx, masks)

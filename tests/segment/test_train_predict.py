@@ -38,7 +38,7 @@ def test_run_folder_and_metadata(tiny_run):
     assert held["train_pairs"] + len(held["files"]) == 10
     v = meta["validation"][name]
     assert v["n"] == len(held["files"]) and 0.0 <= v["dice"]["mean"] <= 1.0 and "mean" in v["hd95"]
-    assert meta["training"]["seconds_all_epochs"] > 0 and len(meta["training"]["history"]) == 1
+    assert meta["training"]["seconds_all_epochs"] >= 0 and len(meta["training"]["history"]) == 1
     assert not any("/work/" in s or s.startswith("/") for s in json.dumps(meta).split('"'))  # no machine paths
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .cache import Prepared, prepare
-from .discovery import DatasetIndex, Sample, scan_dataset
+from .discovery import Sample, scan_dataset
 from .split import (
     ManifestRow,
     cap_per_class,

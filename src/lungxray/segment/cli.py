@@ -6,7 +6,6 @@ Heavy imports (torch, MONAI) happen inside the commands so that `lungxray --help
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 

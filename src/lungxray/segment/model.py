@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -147,13 +145,7 @@ def load_segmenter(path: str | Path) -> tuple[LungUNet, dict]:
             model = LungUNet(tuple(meta["input_size"]), norm.get("mean", 0.5), norm.get("std", 0.25), **meta["model_args"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{meta_path}: metadata does not describe a valid U-Net ({exc})") from None
-    try:
-        state = st_load(weights.read_bytes())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: corrupt weights ({exc})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not match the U-Net in {meta_path.name} ({str(exc)[:300]})") from None
-    model.eval()
+    from ..checkpoint import load_weights_into
+
+    load_weights_into(model, weights, f"the U-Net in {meta_path.name}")
     return model, meta
