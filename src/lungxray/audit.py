@@ -19,6 +19,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .data.api import load_split
 from .errors import ConfigError, DatasetError
+from .inference import load_batch
 from .metrics import softmax
 from .utils import write_json
 
@@ -92,7 +93,7 @@ def audit_run(
     cam_mass = []
     for start in range(0, len(idx), batch_size):
         sl = slice(start, start + batch_size)
-        x = torch.from_numpy(np.asarray(ds.prepared.images[ds.prepared.image_rows[idx[sl]]], dtype=np.float32) / 255.0)
+        x = load_batch(ds, idx[sl], "none")[:, 0]
         m = torch.from_numpy(lung[sl])
         if meta.get("masks") == "provided":
             x = x * m  # a masked model's normal input is the lungs only

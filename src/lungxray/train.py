@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_state, save_checkpoint
 from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
 from .data.api import SplitData, load_split
@@ -327,7 +327,6 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
 def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
     """Fit, on the best checkpoint, temperature scaling (validation NLL) and the OOD guard (train features,
     validation threshold); both go into best.json and are used by evaluate and predict."""
-    from .checkpoint import load_checkpoint
     from .metrics import expected_calibration_error, fit_temperature, softmax
 
     best, meta = load_checkpoint(out, "best")
@@ -375,16 +374,15 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
 
 def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:
     from .report.plots import layer_table, plot_history, plot_layer_table
-    from .utils import write_json as _wj
 
     if history:
         plot_history(history, out / "curves.png")
     rows = layer_table(model, (1, model.spec.in_channels, *model.spec.input_size))
-    _wj(out / "layers.json", rows)
+    write_json(out / "layers.json", rows)
     n_params = sum(p.numel() for p in model.parameters())
     plot_layer_table(rows, out / "layers.png", title=f"{model.name} ({n_params:,} parameters)")
     best = min(history, key=lambda r: r["val_loss"]) if history else {}
-    _wj(out / "summary.json", {
+    write_json(out / "summary.json", {
         "model": model.name,
         "parameters": n_params,
         "epochs_run": len(history),

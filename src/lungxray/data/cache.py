@@ -251,9 +251,12 @@ def predicted_masks(prep: Prepared, segmenter, fingerprint: str, cache_dir: str 
     rows = np.full(len(prep.samples), -1, dtype=np.int64)
     with _locked(folder):
         store = ArrayStore(folder / f"masks-predicted-{fingerprint}", prep.size)
-        todo = [i for i in np.nonzero(prep.ok)[0] if prep.digests[i] not in store]
-        unique = list(dict.fromkeys(prep.digests[i] for i in todo))
-        first = {d: next(i for i in todo if prep.digests[i] == d) for d in unique}
+        # One sample per image content still missing from the store (byte-identical files share a row).
+        first: dict[str, int] = {}
+        for i in np.nonzero(prep.ok)[0]:
+            if prep.digests[i] not in store:
+                first.setdefault(prep.digests[i], int(i))
+        unique = list(first)
         bar = tqdm(range(0, len(unique), batch_size), desc="segmenting", unit="batch", disable=not progress, leave=False)
         for start in bar:
             keys = unique[start : start + batch_size]
