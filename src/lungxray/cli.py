@@ -167,6 +167,8 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--augment/--no-augment", default=None)
 @click.option("--l2", type=float)
 @click.option("--seed", type=int)
+@click.option("--pretrained", metavar="PATH|imagenet",
+              help="Start from these weights: a run folder, .safetensors or weights-only .pt/.pth, or 'imagenet' (downloads; densenet121).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config setting, e.g. --set label_smoothing=0.1")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None)
 @click.option("--amp/--no-amp", default=None, help="bf16 mixed precision (autocast).")
@@ -174,7 +176,7 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
-              augment, l2, seed, sets, device, amp, nproc, resume, overwrite) -> None:
+              augment, l2, seed, pretrained, sets, device, amp, nproc, resume, overwrite) -> None:
     """Train a classifier; validation drives early stopping, checkpoint choice and the scheduler."""
     from .config import load_config
     from .train import train
@@ -184,7 +186,7 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
 
     overrides = {
         "model": model, "masks": masks, "epochs": epochs, "batch_size": batch_size, "lr": lr, "image_size": image_size,
-        "per_class": per_class, "scheduler": scheduler, "augment": augment, "l2": l2, "seed": seed, "device": device,
+        "per_class": per_class, "scheduler": scheduler, "augment": augment, "l2": l2, "seed": seed, "pretrained": pretrained, "device": device,
         "amp": amp, **_parse_sets(sets),
     }
     cfg = load_config(config_file, overrides)

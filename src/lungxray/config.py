@@ -55,6 +55,8 @@ class TrainConfig:
     """Strength of random gamma/contrast/brightness (0 = off)."""
     class_weighting: bool = False
     label_smoothing: float = 0.0
+    pretrained: str = ""
+    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet" ("" = random)."""
     calibrate: bool = True
     """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0

@@ -62,7 +62,7 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimize
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
@@ -158,10 +158,15 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, input_size=size, classes=split.classes, **cfg.model_args)
+        pretrained = None
+        if cfg.pretrained and state is None:  # on --resume the saved state holds the weights
+            from .models.pretrained import load_pretrained
+
+            pretrained = load_pretrained(model, cfg.pretrained, cache_dir)
         model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx)
+        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx, pretrained)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -174,7 +179,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
-         device: torch.device, ctx: DistContext | None = None) -> Path:
+         device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None) -> Path:
     ctx = ctx or DistContext()
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     opt = _optimizer(cfg, model)
@@ -202,6 +207,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     base_meta = {
         "config": cfg.to_dict(),
         "masks": cfg.masks,
+        **({"pretrained": pretrained} if pretrained else {}),
         "data": {
             "fingerprint": split.fingerprint,
             "counts": {s: int(len(split.indices(s))) for s in ("train", "val", "test")},

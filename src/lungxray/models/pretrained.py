@@ -1,0 +1,161 @@
+"""Start training from pretrained weights instead of random ones (`lungxray train --pretrained SOURCE`).
+
+SOURCE is either a local file or folder, or `imagenet`:
+
+- a lungxray run folder or `.safetensors` checkpoint (e.g. a model trained on more data or more classes:
+  the backbone carries over, a head of another shape is left freshly initialised);
+- a weights-only PyTorch state dict (`.pt`, `.pth`, `.bin`), read with `torch.load(weights_only=True)`, so a
+  file cannot run code when it is opened;
+- `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
+  MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
+
+Tensors are matched by name and shape. Names are normalised first (lungxray's `body.` prefix, DDP's
+`module.`, torchvision's DenseNet names -> MONAI's), and an RGB first convolution is summed over its colour
+channels to fit grayscale input (the same response to a gray image). A file that matches nothing is an
+error, never a silent random start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import urllib.error
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_URLS = {
+    # torchvision's ImageNet weights, which MONAI's DenseNet121(pretrained=True) also downloads.
+    "densenet121": "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+}
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+# torchvision's (old) DenseNet names "denselayer1.norm.1.weight" / current "denselayer1.norm1.weight"
+# -> MONAI's "denselayer1.layers.norm1.weight".
+_DENSE_LAYER = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str | Path | None = None) -> dict:
+    """Copy matching weights from `source` into `model.body` (a lungxray Classifier).
+
+    Returns a report for the run's metadata: source, file, sha256, loaded/total tensor counts and the
+    names left at their initial values.
+    """
+    source = str(source)
+    path = _download_imagenet(model.name, cache_dir) if source.lower() == "imagenet" else _local_file(source)
+    state = _normalise_names(_read_state(path))
+    target = model.body.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    for name, want in target.items():
+        got = state.get(name)
+        if got is None:
+            continue
+        got = _fit_input_channels(got, want)
+        if tuple(got.shape) == tuple(want.shape):
+            matched[name] = got.to(want.dtype)
+    if not matched:
+        raise ConfigError(
+            f"{path}: none of its {len(state)} tensors match model {model.name!r} "
+            f"(is it a checkpoint of another architecture?)"
+        )
+    model.body.load_state_dict({**target, **matched})
+    left = sorted(set(target) - set(matched))
+    n_param = sum(1 for k in target if not k.endswith("num_batches_tracked"))
+    n_loaded = sum(1 for k in matched if not k.endswith("num_batches_tracked"))
+    log.info("pretrained: %d of %d tensors from %s; left initialised: %s", n_loaded, n_param, path,
+             ", ".join(left[:6]) + (" ..." if len(left) > 6 else ""))
+    return {
+        "source": source,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "loaded": n_loaded,
+        "total": n_param,
+        "not_loaded": [k for k in left if not k.endswith("num_batches_tracked")],
+    }
+
+
+def _local_file(source: str) -> Path:
+    p = Path(source).expanduser()
+    if p.is_dir():
+        cand = p / "best.safetensors"
+        if not cand.is_file():
+            raise ConfigError(f"--pretrained {source}: a folder must be a lungxray run (no best.safetensors in it)")
+        return cand
+    if not p.is_file():
+        raise ConfigError(f"--pretrained {source}: no such file (give a run folder, a .safetensors file, "
+                          "a weights-only .pt/.pth state dict, or 'imagenet')")
+    return p
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        try:
+            return st_load(path.read_bytes())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from None
+    if path.suffix not in _TORCH_SUFFIXES:
+        raise ConfigError(f"{path}: unknown weights format (expected .safetensors, .pt, .pth or .bin)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling refusals and corrupt files come as many types
+        raise ConfigError(f"{path}: cannot load as a weights-only state dict ({str(exc).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model"):  # common wrappers around the state dict
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def _normalise_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in state.items():
+        for prefix in ("module.", "body."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        m = _DENSE_LAYER.match(name)
+        if m:
+            name = f"{m.group(1)}.layers.{m.group(2)}{m.group(3)}.{m.group(4)}"
+        if name.startswith("classifier."):  # torchvision's head; MONAI's is class_layers.out
+            name = "class_layers.out." + name[len("classifier."):]
+        out[name] = t
+    return out
+
+
+def _fit_input_channels(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """An RGB first convolution for a grayscale model: sum the kernel over its colour channels."""
+    if got.ndim == 4 and want.ndim == 4 and got.shape[1] == 3 and want.shape[1] == 1 and got.shape[0] == want.shape[0] \
+            and got.shape[2:] == want.shape[2:]:
+        return got.sum(dim=1, keepdim=True)
+    return got
+
+
+def _download_imagenet(model_name: str, cache_dir: str | Path | None) -> Path:
+    url = IMAGENET_URLS.get(model_name)
+    if url is None:
+        known = ", ".join(sorted(IMAGENET_URLS))
+        raise ConfigError(f"--pretrained imagenet: no published ImageNet weights for {model_name!r} (available for: {known}); "
+                          "give a local file or run folder instead")
+    from ..data.cache import default_cache_dir
+
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "pretrained"
+    dest = folder / url.rsplit("/", 1)[1]
+    if dest.is_file():
+        return dest
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        # torchvision file names carry the first hex digits of their SHA-256: checked after download.
+        prefix = re.search(r"-([0-9a-f]{8,})\.", dest.name)
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix.group(1) if prefix else None, progress=True)
+    except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"--pretrained imagenet: could not download {url} ({exc}). Without internet access, fetch that file "
+            f"on a connected machine and pass it as --pretrained PATH/{dest.name}"
+        ) from None
+    return dest

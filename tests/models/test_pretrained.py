@@ -1,0 +1,132 @@
+"""--pretrained: weights from a run, a weights-only state dict or (offline-tested) the ImageNet download."""
+
+import json
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from lungxray.checkpoint import save_checkpoint
+from lungxray.config import load_config
+from lungxray.data.api import split_dataset
+from lungxray.errors import ConfigError
+from lungxray.models import create_model
+from lungxray.models.pretrained import load_pretrained
+from lungxray.train import train
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
+TINY_DENSE = {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1)}
+
+
+def _torchvision_style(state: dict) -> dict:
+    """Rename MONAI DenseNet keys the way torchvision's published .pth files spell them."""
+    out = {}
+    for k, v in state.items():
+        k = k.replace(".layers.norm1", ".norm.1").replace(".layers.conv1", ".conv.1")
+        k = k.replace(".layers.norm2", ".norm.2").replace(".layers.conv2", ".conv.2")
+        out[k.replace("class_layers.out.", "classifier.")] = v
+    return out
+
+
+def test_backbone_of_a_run_carries_over_and_a_new_head_stays_fresh(tmp_path):
+    torch.manual_seed(0)
+    src = create_model("xrnet", input_size=64, classes=["COVID", "Normal", "Viral Pneumonia"])
+    save_checkpoint(tmp_path / "run" / "best", src, {})
+    dst = create_model("xrnet", input_size=64, classes=["COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"])
+    before_head = dst.body.head[3].weight.clone()
+    report = load_pretrained(dst, tmp_path / "run")
+    assert torch.equal(dst.body.stem[0].weight, src.body.stem[0].weight)
+    assert torch.equal(dst.body.stages[3][1].conv2.weight, src.body.stages[3][1].conv2.weight)
+    assert torch.equal(dst.body.head[3].weight, before_head)  # 4 outputs vs 3: not loaded
+    assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]
+    assert report["loaded"] == report["total"] - 2 and len(report["sha256"]) == 64
+
+
+def test_torchvision_densenet_file_maps_to_monai_and_rgb_conv_becomes_gray(tmp_path):
+    torch.manual_seed(1)
+    rgb = create_model("densenet121", input_size=64, **TINY_DENSE).body
+    rgb.features.conv0 = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)  # torchvision's RGB stem
+    state = _torchvision_style(rgb.state_dict())
+    state["classifier.weight"] = torch.randn(1000, state["classifier.weight"].shape[1])  # ImageNet head
+    state["classifier.bias"] = torch.zeros(1000)
+    assert "features.denseblock1.denselayer1.norm.1.weight" in state
+    torch.save(state, tmp_path / "densenet121-tiny.pth")
+
+    model = create_model("densenet121", input_size=64, **TINY_DENSE)
+    report = load_pretrained(model, tmp_path / "densenet121-tiny.pth")
+    assert torch.allclose(model.body.features.conv0.weight, rgb.features.conv0.weight.sum(1, keepdim=True))
+    got = model.body.features.denseblock1.denselayer1.layers.norm1.weight
+    assert torch.equal(got, rgb.features.denseblock1.denselayer1.layers.norm1.weight)
+    assert set(report["not_loaded"]) == {"class_layers.out.weight", "class_layers.out.bias"}
+
+
+def test_pickled_code_and_unrelated_files_are_refused(tmp_path):
+    model = create_model("xrnet", input_size=64)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match="weights-only"):
+        load_pretrained(model, tmp_path / "evil.pt")
+    cnn = create_model("cnn", input_size=64)
+    save_checkpoint(tmp_path / "cnn" / "best", cnn, {})
+    with pytest.raises(ConfigError, match="none of its .* tensors match model 'xrnet'"):
+        load_pretrained(model, tmp_path / "cnn")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_pretrained(model, tmp_path / "missing.pth")
+    (tmp_path / "w.txt").write_text("hello")
+    with pytest.raises(ConfigError, match="unknown weights format"):
+        load_pretrained(model, tmp_path / "w.txt")
+
+
+def test_imagenet_offline_says_what_to_do(tmp_path, monkeypatch):
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    model = create_model("densenet121", input_size=64, **TINY_DENSE)
+    with pytest.raises(ConfigError, match="could not download .*densenet121-a639ec97.pth.*--pretrained PATH"):
+        load_pretrained(model, "imagenet", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="no published ImageNet weights for 'xrnet'"):
+        load_pretrained(create_model("xrnet", input_size=64), "imagenet", cache_dir=tmp_path)
+
+
+def test_imagenet_file_already_in_cache_is_used_without_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
+    src = create_model("densenet121", input_size=64, **TINY_DENSE)
+    (tmp_path / "pretrained").mkdir()
+    torch.save(_torchvision_style(src.body.state_dict()), tmp_path / "pretrained" / "densenet121-a639ec97.pth")
+    model = create_model("densenet121", input_size=64, **TINY_DENSE)
+    load_pretrained(model, "imagenet", cache_dir=tmp_path)
+    assert torch.equal(model.body.features.conv0.weight, src.body.features.conv0.weight)
+
+
+def test_train_with_pretrained_starts_from_the_file_and_records_it(tmp_path):
+    split_csv = tmp_path / "split.csv"
+    split_dataset(SAMPLE, split_csv, seed=0, progress=False)
+    base = {"model": "xrnet", "image_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.0, "calibrate": False,
+            "optimizer": "sgd", "momentum": 0.0}
+    first = train(load_config(None, base), SAMPLE, tmp_path / "a", split_csv, progress=False)
+    second = train(load_config(None, {**base, "pretrained": str(first)}), SAMPLE, tmp_path / "b", split_csv, progress=False)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(first / "best.safetensors"), load_file(second / "best.safetensors")
+    # lr = 0: the weights are exactly the pretrained ones (BatchNorm running stats move, so compare conv kernels).
+    assert torch.equal(wa["body.stem.0.weight"], wb["body.stem.0.weight"])
+    meta = json.loads((second / "best.json").read_text())
+    assert meta["pretrained"]["source"] == str(first) and meta["pretrained"]["loaded"] == meta["pretrained"]["total"]
+
+
+def test_cli_names_a_missing_pretrained_file_without_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--data", str(SAMPLE), "--model", "xrnet", "--image-size", "32",
+                                       "--epochs", "1", "--out", str(tmp_path / "run"),
+                                       "--pretrained", str(tmp_path / "nope.safetensors")])
+    assert result.exit_code != 0
+    assert "nope.safetensors: no such file" in result.output and "Traceback" not in result.output
