@@ -76,6 +76,12 @@ def test_feature_guard_roundtrip(tmp_path):
     x = rng.normal(size=(5, 4))
     assert np.allclose(back.distance(x), guard.distance(x), rtol=1e-4)
     assert back.threshold == pytest.approx(guard.threshold)
+    assert back.layout is None  # a guard saved without the layout part (as older shipped models) still loads
+    guard.layout = FeatureGuard.fit(rng.normal(size=(100, 3)), rng.normal(size=(50, 3)))
+    guard.save(tmp_path / "g2.ood.safetensors")
+    back = FeatureGuard.load(tmp_path / "g2.ood.safetensors")
+    y = rng.normal(size=(5, 3))
+    assert np.allclose(back.layout.distance(y), guard.layout.distance(y), rtol=1e-4)
 
 
 def test_input_checks():
@@ -96,3 +102,19 @@ def test_penultimate_features_match_logits():
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert feats.shape == (3, last.in_features)
     assert torch.allclose(last(feats), logits, atol=1e-5)
+
+
+def test_guard_fitted_for_a_run_includes_the_layout_part(tmp_path):
+    from lungxray.data.api import load_split, split_dataset
+    from lungxray.ood import fit_guard_for_run, guard_path
+
+    split_csv = tmp_path / "split.csv"
+    split_dataset(SAMPLE, split_csv, seed=0, progress=False)
+    data = load_split(SAMPLE, split_csv, ["COVID", "Normal", "Viral Pneumonia"], (32, 32), progress=False)
+    model = create_model("cnn", input_size=32).eval()
+    (tmp_path / "run").mkdir()
+    idx = np.arange(len(data.rows))
+    fit_guard_for_run(tmp_path / "run", model, data, idx, idx, "none")
+    back = FeatureGuard.load(guard_path(tmp_path / "run"))
+    assert back.layout is not None and back.layout.mean.shape == (36,)
+    assert np.isfinite(back.layout.threshold) and back.layout.threshold > 0

@@ -11,7 +11,7 @@ from PIL import Image
 from lungxray.checkpoint import save_checkpoint
 from lungxray.data.io import read_image, resize_image, to_uint8
 from lungxray.models import create_model
-from lungxray.ood import FeatureGuard, guard_path, penultimate_features
+from lungxray.ood import FeatureGuard, guard_path, layout_descriptor, penultimate_features
 from lungxray.predict import Predictor
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
@@ -30,6 +30,7 @@ def guarded(tmp_path_factory):
     feats = penultimate_features(model, x.unsqueeze(1))[0].numpy()
     # Thresholding on the training features themselves: a lenient guard, so what it flags is far out.
     guard = FeatureGuard.fit(feats, feats, quantile=1.0)
+    guard.layout = FeatureGuard.fit(layout_descriptor(x), layout_descriptor(x), quantile=1.0)
     guard.save(guard_path(stem.with_suffix(".safetensors")))
     return stem.with_suffix(".safetensors")
 
@@ -61,3 +62,14 @@ def test_model_without_guard_reports_no_distance(tmp_path):
     r = Predictor.load(tmp_path / "m.safetensors").predict_paths([XRAYS[0]])
     r = next(iter(r))
     assert r.ood["distance"] is None and r.ood["flagged"] is False
+
+
+def test_rotated_inverted_and_upside_down_xrays_are_flagged_by_layout(guarded):
+    pred = Predictor.load(guarded)
+    for path in XRAYS[::5]:
+        img = read_image(path)
+        assert not pred.predict_array(img).ood["flagged"]
+        for name, bad in (("rotated", np.rot90(img).copy()), ("upside down", img[::-1].copy()), ("negative", 1.0 - img)):
+            ood = pred.predict_array(bad).ood
+            assert ood["layout_distance"] > ood["layout_threshold"], (path.name, name)
+            assert any("not laid out like a frontal chest X-ray" in r for r in ood["reasons"])

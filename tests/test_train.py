@@ -151,6 +151,17 @@ def test_evaluation_is_consistent(split_csv, tmp_path):
         test_paths = {r["path"] for r in csv.DictReader(fh) if r["split"] == "test"}
     assert {r["path"] for r in rows} == test_paths
 
+    # A checkpoint file (as shipped: weights + .json, no run folder) scores the same, given the split and --out.
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (shipped / f"classifier{suffix}").write_bytes((run / f"best{suffix}").read_bytes())
+    with pytest.raises(ConfigError, match="--manifest"):
+        evaluate_run(shipped / "classifier.safetensors", SAMPLE, "test", progress=False)
+    m2 = evaluate_run(shipped / "classifier.safetensors", SAMPLE, "test", run / "split.csv", out=tmp_path / "ev",
+                      n_bootstrap=50, progress=False)
+    assert m2["confusion_matrix"] == m["confusion_matrix"]
+
 
 def test_checkpoint_loading_refuses_pickles(tmp_path):
     evil = tmp_path / "evil.pt"

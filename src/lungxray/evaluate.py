@@ -42,7 +42,8 @@ def evaluate_run(
     """Score a run's checkpoint on one split of its manifest and write metrics.json, plots and report.html.
 
     Args:
-        run: run folder made by `lungxray train`.
+        run: run folder made by `lungxray train`, or a `.safetensors` checkpoint (then `split_csv` and `out`
+            are required), e.g. the shipped model.
         data: dataset folder the run was trained on.
         split: "test" (default), "val" or "train".
         split_csv: manifest to use instead of the run's own split.csv.
@@ -54,8 +55,11 @@ def evaluate_run(
         The metrics dict (also written to metrics.json).
     """
     run = Path(run)
-    if not run.is_dir():
-        raise ConfigError(f"{run}: run folder not found")
+    is_file = run.suffix == ".safetensors" and run.is_file()  # e.g. the shipped weights, with their .json
+    if not (run.is_dir() or is_file):
+        raise ConfigError(f"{run}: run folder (or .safetensors checkpoint) not found")
+    if is_file and (split_csv is None or out is None):
+        raise ConfigError(f"{run}: a checkpoint file has no run folder; give --manifest (the split) and --out")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
     out = Path(out) if out else run / f"eval-{split}"

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .ood import FeatureGuard, _last_linear, guard_path, input_checks, read_rgb_thumbnail
+from .ood import FeatureGuard, _last_linear, guard_path, input_checks, layout_descriptor, read_rgb_thumbnail
 from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
 from .data.discovery import IMAGE_DIRS, MASK_DIRS
 from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
@@ -82,7 +82,8 @@ class PredictionResult:
     cam: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
     ood: dict = field(default_factory=dict)
-    """Out-of-distribution guard: {"flagged", "reasons", "distance", "threshold"} (see lungxray.ood)."""
+    """Out-of-distribution guard: {"flagged", "reasons", "distance", "threshold", "layout_distance",
+    "layout_threshold"} (see lungxray.ood; distances are None where the model has no fitted guard)."""
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record (no arrays)."""
@@ -477,6 +478,8 @@ class Predictor:
         feats, logits, probs = self._forward(x)
         use_guard = self.guard is not None and feats is not None
         distances = self.guard.distance(feats) if use_guard else [None] * len(items)
+        layout = self.guard.layout if self.guard is not None else None
+        layout_d = layout.distance(layout_descriptor(x)) if layout is not None else [None] * len(items)
         top = probs.argmax(axis=1)
         cams: list[np.ndarray | None] = [None] * len(items)
         if self._cam is not None and cam is not False:
@@ -485,13 +488,18 @@ class Predictor:
             maps = maps[:, 0].float().cpu().numpy()
             cams = [resize_image(np.clip(mp, 0, 1), it.display.shape) for mp, it in zip(maps, items)]
         out = []
-        for it, lg, pr, k, cm, dist in zip(items, logits, probs, top, cams, distances):
+        for it, lg, pr, k, cm, dist, ld in zip(items, logits, probs, top, cams, distances, layout_d):
             reasons = list(it.ood_reasons)
             if dist is not None and dist > self.guard.threshold:
                 reasons.append(f"unlike the training X-rays (feature distance {dist:.1f} > threshold {self.guard.threshold:.1f})")
+            if ld is not None and ld > layout.threshold:
+                reasons.append(f"not laid out like a frontal chest X-ray (rotated, inverted, cropped or not a radiograph?): "
+                               f"layout distance {ld:.1f} > threshold {layout.threshold:.1f}")
             ood = {"flagged": bool(reasons), "reasons": reasons,
                    "distance": None if dist is None else float(dist),
-                   "threshold": None if self.guard is None else self.guard.threshold}
+                   "threshold": None if self.guard is None else self.guard.threshold,
+                   "layout_distance": None if ld is None else float(ld),
+                   "layout_threshold": None if layout is None else layout.threshold}
             out.append(
                 PredictionResult(
                     path=it.path, name=it.name, prediction=self.classes[int(k)], probability=float(pr[k]),

@@ -94,7 +94,7 @@ def test_predict_png_matches_the_pipeline(client, pred):
     assert body["probability"] == pytest.approx(max(body["probabilities"].values()))
     np.testing.assert_allclose(list(body["probabilities"].values()), list(ref.probabilities.values()), atol=1e-6)
     assert body["model"] == {"name": "cnn", "version": "0.1.0", "runtime": "torch"}
-    assert set(body["ood"]) == {"flagged", "reasons", "distance", "threshold"} and body["notice"] == NOTICE
+    assert set(body["ood"]) == {"flagged", "reasons", "distance", "threshold", "layout_distance", "layout_threshold"} and body["notice"] == NOTICE
     assert "cam_png" not in body
 
 
