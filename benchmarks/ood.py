@@ -6,7 +6,8 @@ For up to --n test-split images it prints the share flagged as they are, and aft
 them into something the classifier was not trained for (rotated 90 degrees, upside down, a negative, a zoom
 into one corner), plus a photograph (matplotlib's sample portrait, in grayscale so the colour check alone
 cannot catch it), uniform noise and a blank image. The guard is what `lungxray predict` runs: input checks,
-then the Mahalanobis distance of penultimate features against the threshold stored with the model.
+then the Mahalanobis distances of penultimate features and of a coarse layout thumbnail against the
+thresholds stored with the model (`lungxray.ood`).
 Real lateral views are not in this data set, so they are not measured here.
 """
 

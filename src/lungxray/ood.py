@@ -1,6 +1,6 @@
 """Out-of-distribution guard: does this input look like the frontal chest X-rays the model was trained on?
 
-Two complementary tests, both cheap at inference time:
+Three complementary tests, all cheap at inference time:
 
 1. Input checks that need no model: a colour photograph (channels disagree), a blank or nearly uniform image.
 2. Feature-space distance: the Mahalanobis distance of the model's penultimate features from the training
@@ -15,8 +15,8 @@ Two complementary tests, both cheap at inference time:
    photograph breaks it. Pooled deep features of a compact network are nearly blind to such changes (global
    average pooling discards where things are), which `benchmarks/ood.py` measures; the thumbnail test is
    cheap and model-independent. Same threshold rule (99.5th percentile of validation thumbnails). The
-   size was chosen on a random held-out part of the training split (6x6 caught more rotated, upside-down and
-   inverted images than 8x8, 10x10 or unstandardised 16x16 at the same false-alarm rate).
+   size was chosen on a random held-out part of the training split, where 6x6 caught more rotated,
+   upside-down and inverted images than 8x8 at a similar false-alarm rate.
 """
 
 from __future__ import annotations

@@ -196,6 +196,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         history, best_loss, bad_epochs = state["history"], state["best_val_loss"], state["bad_epochs"]
+        pretrained = state.get("pretrained")  # loaded before the first epoch; its report stays in the metadata
         start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
     net = model
@@ -226,6 +227,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             "best_val_loss": best_loss,
             "bad_epochs": bad_epochs,
             "config": cfg.to_dict(),
+            "pretrained": pretrained,
             "version": __version__,
         }
         buf = io.BytesIO()

@@ -118,6 +118,11 @@ def test_train_with_pretrained_starts_from_the_file_and_records_it(tmp_path):
     assert torch.equal(wa["body.stem.0.weight"], wb["body.stem.0.weight"])
     meta = json.loads((second / "best.json").read_text())
     assert meta["pretrained"]["source"] == str(first) and meta["pretrained"]["loaded"] == meta["pretrained"]["total"]
+    # Continuing the run keeps the provenance (the weights now come from state.pt, not the file).
+    train(load_config(None, {**base, "pretrained": str(first), "epochs": 2}), SAMPLE, tmp_path / "b", split_csv,
+          resume=True, progress=False)
+    last = json.loads((second / "last.json").read_text())
+    assert last["epoch"] == 2 and last["pretrained"] == meta["pretrained"]
 
 
 def test_cli_names_a_missing_pretrained_file_without_a_traceback(tmp_path):
