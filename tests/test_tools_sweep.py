@@ -1,0 +1,46 @@
+"""The GPU-sweep helpers: packing keeps paths and drops the test split; the summary picks the lowest val loss."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "radiography-sample"
+
+
+def _run(*args, cwd):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, check=True)
+
+
+def test_pack_keeps_train_and_val_only(tmp_path):
+    covid = sorted((SAMPLE / "COVID" / "images").iterdir())[:3]
+    split = tmp_path / "split.csv"
+    with open(split, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "mask_path", "label", "split", "group"])
+        for p, s in zip(covid, ("train", "val", "test")):
+            w.writerow([p.relative_to(SAMPLE).as_posix(), "", "COVID", s, 0])
+    out = tmp_path / "pack"
+    _run(ROOT / "tools/sweep/pack.py", "--data", SAMPLE, "--split", split, "--out", out, "--size", 40, cwd=tmp_path)
+    rows = list(csv.DictReader(open(out / "split.csv")))
+    assert [r["split"] for r in rows] == ["train", "val"]
+    packed = out / "data" / rows[0]["path"]
+    with Image.open(packed) as im:  # same .png name, JPEG inside; Pillow reads it by content
+        assert im.size == (40, 40) and im.format == "JPEG"
+    assert not (out / "data" / covid[2].relative_to(SAMPLE)).exists()
+
+
+def test_summarize_reports_lowest_val_loss(tmp_path):
+    for name, losses in {"a": [0.5, 0.2, 0.3], "b": [0.4, 0.35, 0.1]}.items():
+        with open(tmp_path / f"{name}.history.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
+            for e, v in enumerate(losses, 1):
+                w.writerow([e, 1, 0.5, v, 0.9 if v < 0.15 else 0.8])
+    table = _run(ROOT / "tools/sweep/summarize.py", tmp_path, cwd=tmp_path).stdout
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "| 0.2000 | 2 | 80.0% |" in lines["a"]
+    assert "| 0.1000 | 3 | 90.0% |" in lines["b"]
