@@ -1,6 +1,7 @@
 #!/bin/bash
 # Device check + recipe sweep, selected on validation only. Run on the GPU machine from the repo root after
 # `python tools/sweep/pack.py`, with .gpupack and .whl (monai + pydicom wheels) carried. Results: $OUT/sweep.tgz
+# .whl: python -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl monai==1.6.1 pydicom==3.0.2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 T=/tmp/work; mkdir -p $T/runs $T/logs
