@@ -185,3 +185,13 @@ def test_calibrate_existing_run_keeps_t1_on_tiny_validation(split_csv, tmp_path)
     meta = calibrate_existing(run, SAMPLE, progress=False)
     assert meta["temperature"] == 1.0 and meta["calibration"]["method"].startswith("skipped")
     assert meta["calibration"]["n"] == 3
+
+
+def test_history_logs_the_learning_rate_each_epoch_used(split_csv, tmp_path):
+    # One-cycle moves the rate after every step; the history must show the rate of the epoch's last step
+    # (annealed to ~0 in the final epoch), not the one the scheduler sets for a step that never happens.
+    run = train(_cfg(epochs=3, scheduler="onecycle", optimizer="adamw"), SAMPLE, tmp_path / "run", split_csv,
+                progress=False)
+    lrs = [float(h["lr"]) for h in _history(run)]
+    assert all(0 < lr <= 1e-3 * (1 + 1e-9) for lr in lrs)
+    assert lrs[-1] < 1e-6 < lrs[1]

@@ -247,6 +247,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
             model.train()
             seen, loss_sum, correct = 0, 0.0, 0
+            lr_used = opt.param_groups[0]["lr"]
             bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        disable=not progress, leave=False)
             for start in bar:
@@ -273,6 +274,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                     total = total * (len(y) * ctx.world / len(idx))
                 opt.zero_grad(set_to_none=True)
                 total.backward()
+                lr_used = opt.param_groups[0]["lr"]  # what this step uses (one-cycle moves it after every step)
                 opt.step()
                 if cfg.scheduler == "onecycle":
                     sched.step()
@@ -289,7 +291,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
             seen, loss_sum, correct, v_loss_sum, v_correct = ctx.sum([seen, loss_sum, correct, v_loss_sum, v_correct])
             val_loss, val_acc = v_loss_sum / len(val_idx), v_correct / len(val_idx)
-            lr = opt.param_groups[0]["lr"]
+            # The history shows the learning rate of the epoch's last step, not the one set for the step after it.
+            lr = lr_used
             if cfg.scheduler == "plateau":
                 sched.step(val_loss)
             elif cfg.scheduler == "cosine":
