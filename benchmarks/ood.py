@@ -48,7 +48,7 @@ def main() -> None:
     from lungxray.data.io import read_image
     from lungxray.predict import Predictor
 
-    pred = Predictor.load(args.run) if args.run else Predictor.load()
+    pred = Predictor.load(args.run)  # None: the shipped model
     with open(args.split) as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
     random.Random(0).shuffle(rows)

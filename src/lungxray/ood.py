@@ -78,17 +78,23 @@ class FeatureGuard:
         d = np.asarray(features, dtype=np.float64) - self.mean
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
 
+    def _tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {f"{prefix}mean": torch.from_numpy(self.mean).float(),
+                f"{prefix}precision": torch.from_numpy(self.precision).float(),
+                f"{prefix}threshold": torch.tensor([self.threshold], dtype=torch.float64)}
+
+    @classmethod
+    def _from_tensors(cls, t: dict[str, torch.Tensor], prefix: str = "") -> "FeatureGuard":
+        return cls(t[f"{prefix}mean"].double().numpy(), t[f"{prefix}precision"].double().numpy(),
+                   float(t[f"{prefix}threshold"][0]))
+
     def save(self, path: str | Path) -> None:
         from .utils import atomic_write_bytes
         from safetensors.torch import save
 
-        tensors = {"mean": torch.from_numpy(self.mean).float(),
-                   "precision": torch.from_numpy(self.precision).float(),
-                   "threshold": torch.tensor([self.threshold], dtype=torch.float64)}
+        tensors = self._tensors()
         if self.layout is not None:
-            tensors.update({"layout_mean": torch.from_numpy(self.layout.mean).float(),
-                            "layout_precision": torch.from_numpy(self.layout.precision).float(),
-                            "layout_threshold": torch.tensor([self.layout.threshold], dtype=torch.float64)})
+            tensors.update(self.layout._tensors("layout_"))
         atomic_write_bytes(path, save(tensors))
 
     @classmethod
@@ -97,11 +103,9 @@ class FeatureGuard:
             t = load_file(str(path))
         except Exception as exc:
             raise CheckpointError(f"{path}: unreadable OOD statistics ({exc})") from None
-        layout = None
-        if "layout_mean" in t:
-            layout = cls(t["layout_mean"].double().numpy(), t["layout_precision"].double().numpy(),
-                         float(t["layout_threshold"][0]))
-        return cls(t["mean"].double().numpy(), t["precision"].double().numpy(), float(t["threshold"][0]), layout)
+        guard = cls._from_tensors(t)
+        guard.layout = cls._from_tensors(t, "layout_") if "layout_mean" in t else None
+        return guard
 
 
 def layout_descriptor(x: torch.Tensor | np.ndarray) -> np.ndarray:

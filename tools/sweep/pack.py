@@ -1,8 +1,9 @@
 """Pack the train + validation images of a split for a recipe sweep on a rented GPU machine.
 
 The device tool carries at most 64 MiB, so images are resized to SIZE px and stored as JPEG (quality Q) under
-the same relative paths (files keep their .png names; Pillow reads them by content). Test images are left out:
-the sweep selects on validation only.
+the same relative paths (files keep their .png names; Pillow reads them by content). Images are decoded and
+resized by lungxray's own reader, as the training cache does, so only the JPEG step differs. Test images are
+left out: the sweep selects on validation only.
 
     python tools/sweep/pack.py [--size 192] [--quality 90]   # writes .gpupack/data and .gpupack/split.csv
 """
@@ -14,6 +15,8 @@ import csv
 from pathlib import Path
 
 from PIL import Image
+
+from lungxray.data.io import read_image, resize_image, to_uint8
 
 
 def main() -> None:
@@ -31,9 +34,8 @@ def main() -> None:
     for r in keep:
         dst = out / "data" / r["path"]
         dst.parent.mkdir(parents=True, exist_ok=True)
-        img = Image.open(src / r["path"]).convert("L")
-        img = img.resize((args.size, args.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        img.save(dst, "JPEG", quality=args.quality)
+        img = to_uint8(resize_image(read_image(src / r["path"]), (args.size, args.size)))
+        Image.fromarray(img).save(dst, "JPEG", quality=args.quality)
     with open(out / "split.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
