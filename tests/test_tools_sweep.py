@@ -44,3 +44,24 @@ def test_summarize_reports_lowest_val_loss(tmp_path):
     lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "| 0.2000 | 2 | 80.0% |" in lines["a"]
     assert "| 0.1000 | 3 | 90.0% |" in lines["b"]
+
+
+def test_pair_check_averages_on_validation_and_counts_shared_test_errors(tmp_path):
+    classes = ["COVID", "Normal", "Viral Pneumonia"]
+    # Three COVID images; A misses the first, B the second and third (all as Normal); averaged, none is missed.
+    probs = {"a": [[0.4, 0.6, 0.0], [0.9, 0.1, 0.0], [0.8, 0.2, 0.0]],
+             "b": [[0.9, 0.1, 0.0], [0.45, 0.55, 0.0], [0.4, 0.6, 0.0]]}
+    for run, rows in probs.items():
+        for split in ("val", "test"):
+            d = tmp_path / run / f"eval-{split}"
+            d.mkdir(parents=True)
+            with open(d / "predictions.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "label", "prediction", "probability", *classes])
+                for i, p in enumerate(rows):
+                    w.writerow([f"x{i}.png", "COVID", classes[max(range(3), key=p.__getitem__)], max(p), *p])
+    out = _run(ROOT / "tools/pair_check.py", tmp_path / "a", tmp_path / "b", cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith("val a ") and "errors 1 " in out[0]
+    assert out[1].startswith("val b ") and "errors 2 " in out[1]
+    assert out[2].startswith("val mean of both") and "errors 0 " in out[2]
+    assert out[3] == "test COVID called Normal: 1 and 2, shared 0; all errors 1 and 2, shared 0"
