@@ -1,6 +1,6 @@
 """How often the out-of-distribution guard flags real test X-rays, and inputs that are not frontal chest X-rays.
 
-    python benchmarks/ood.py --data ../shared/data/covid19-radiography --split configs/splits/covid19-radiography-seed0.csv
+    python benchmarks/ood.py --data ../shared/data/covid19-radiography --split configs/splits/covid19-radiography-v2-seed0.csv
 
 For up to --n test-split images it prints the share flagged as they are, and after transformations that turn
 them into something the classifier was not trained for (rotated 90 degrees, upside down, a negative, a zoom
@@ -39,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=None, help="run folder or weights (default: the shipped model)")
     ap.add_argument("--data", default="../shared/data/covid19-radiography")
-    ap.add_argument("--split", default="configs/splits/covid19-radiography-seed0.csv")
+    ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
     ap.add_argument("--n", type=int, default=300, help="test images to use (random, seeded)")
     args = ap.parse_args()
 

@@ -32,7 +32,7 @@ def test_inspect_prints_classes_and_near_duplicates(runner: CliRunner, sample_di
     for cls in ("COVID", "Normal", "Viral Pneumonia"):
         assert any(line.startswith(cls + " ") for line in out.splitlines()), f"{cls} row missing:\n{out}"
     assert "images: 30" in out
-    assert "near-duplicates (dHash <= 4 bits): 6 images in 3 groups, 3 pairs" in out
+    assert "copies of one radiograph (re-exports included; detail similarity >= 0.68): 8 images in 4 groups, 4 pairs" in out
     assert "COVID-1126.png" in out and "COVID-90.png" in out
     assert "Traceback" not in out
 
@@ -43,7 +43,7 @@ def test_inspect_table_counts(runner: CliRunner, sample_dir: Path) -> None:
     # class, folder, images, readable, masks, near-dup
     covid = next(r for r in rows if r[0] == "COVID")
     vp = next(r for r in rows if r[0] == "Viral")
-    assert covid[2:6] == ["10", "10", "0", "4"]
+    assert covid[2:6] == ["10", "10", "0", "6"]
     assert vp[4:8] == ["10", "10", "10", "2"]
 
 
@@ -54,7 +54,7 @@ def test_inspect_json(runner: CliRunner, sample_dir: Path) -> None:
     assert rep["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
     assert {c: v["images"] for c, v in rep["per_class"].items()} == {"COVID": 10, "Normal": 10, "Viral Pneumonia": 10}
     assert {c: v["with_mask"] for c, v in rep["per_class"].items()} == {"COVID": 0, "Normal": 0, "Viral Pneumonia": 10}
-    assert rep["near_duplicates"]["pairs"] == 3 and rep["near_duplicates"]["groups"] == 3
+    assert rep["near_duplicates"]["pairs"] == 4 and rep["near_duplicates"]["groups"] == 4
     assert rep["unreadable"] == []
 
 

@@ -68,11 +68,12 @@ def _print_inspection(rep: dict) -> None:
         )
     nd = rep["near_duplicates"]
     click.echo(
-        f"near-duplicates (dHash <= {nd['max_distance_bits']} bits): {nd['images']} images in {nd['groups']} groups, "
-        f"{nd['pairs']} pairs ({nd['exact_hash_pairs']} identical hashes, {nd['cross_class_pairs']} across classes)"
+        f"copies of one radiograph (re-exports included; detail similarity >= {nd['min_detail_similarity']}): "
+        f"{nd['images']} images in {nd['groups']} groups, "
+        f"{nd['pairs']} pairs ({nd['identical_pairs']} identical, {nd['cross_class_pairs']} across classes)"
     )
     for ex in nd["examples"]:
-        click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  ({ex['distance']} bits)")
+        click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  (similarity {ex['similarity']:.3f})")
     without = sum(c["images"] - c["with_mask"] for c in rep["per_class"].values())
     if without:
         click.echo(f"images without a mask: {without} (kept; masks are paired by file name)")
@@ -93,7 +94,8 @@ def _print_inspection(rep: dict) -> None:
 @data.command("inspect")
 @click.argument("path", type=click.Path(), default=DEFAULT_DATA)
 @_classes_opt
-@click.option("--max-distance", default=4, show_default=True, help="Near-duplicate Hamming distance (bits of a 256-bit dHash).")
+@click.option("--max-distance", default=4, show_default=True,
+              help="dHash distance (bits of 256) that always counts as a copy, besides the re-export detector.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def data_inspect(path: str, classes: str | None, max_distance: int, as_json: bool) -> None:
     """Summarise a COVID-19 Radiography Database folder (or any parent of it)."""
@@ -114,10 +116,11 @@ def data_inspect(path: str, classes: str | None, max_distance: int, as_json: boo
 @click.option("--val", "val_frac", default=0.1, show_default=True, help="Validation fraction.")
 @click.option("--test", "test_frac", default=0.2, show_default=True, help="Test fraction.")
 @click.option("--per-class", default=None, type=int, help="Cap images per class (subsampled before splitting).")
-@click.option("--max-distance", default=4, show_default=True, help="Near-duplicate Hamming distance in bits.")
+@click.option("--max-distance", default=4, show_default=True,
+              help="dHash distance (bits of 256) that always counts as a copy, besides the re-export detector.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_distance, overwrite) -> None:
-    """Write a stratified train/val/test manifest that never separates near-duplicates."""
+    """Write a stratified train/val/test manifest that never separates copies of one radiograph."""
     from .data import split_dataset
 
     res = split_dataset(
@@ -129,7 +132,7 @@ def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_dis
     for cls, c in counts.items():
         click.echo(f"{cls:<16} {c.get('train', 0):>6} {c.get('val', 0):>6} {c.get('test', 0):>6}")
     grouped = len({i for p in res.pairs for i in p[:2]})
-    click.echo(f"near-duplicate images kept together: {grouped} ({len(res.pairs)} pairs), across splits: 0")
+    click.echo(f"copies of one radiograph kept together: {grouped} images ({len(res.pairs)} pairs), across splits: 0")
     if res.skipped:
         click.echo(f"skipped {len(res.skipped)} unreadable image(s), e.g. {res.skipped[0][1]}")
     click.echo(f"wrote {out} ({len(res.rows)} rows, fingerprint {res.fingerprint})")

@@ -10,6 +10,9 @@ import pytest
 
 import lungxray.data.cache as cache_mod
 from lungxray.data import read_image, read_manifest, scan_dataset, split_dataset, write_manifest
+from lungxray.data import duplicates
+from lungxray.data.duplicates import duplicate_pairs
+from lungxray.data.io import resize_image
 from lungxray.data.hashing import (
     dhash,
     group_near_duplicates,
@@ -113,9 +116,12 @@ def test_sample_split_never_separates_near_duplicates(sample_dir: Path, sample_h
         a, b = paths[i], paths[j]
         assert split_of[a] == split_of[b], f"seed {seed}: {a} in {split_of[a]} but {b} in {split_of[b]}"
         assert group_of[a] == group_of[b]
+    # the re-export (other crop and contrast, 37 dHash bits apart) is kept together too
+    a, b = "COVID/images/COVID-5.png", "COVID/images/COVID-155.png"
+    assert group_of[a] == group_of[b] and split_of[a] == split_of[b]
     # the split's own bookkeeping agrees
     assert cross_split_pairs(res.rows, res.pairs) == []
-    assert len(res.pairs) == 3
+    assert len(res.pairs) == 4
     # every class is present in train, and each class gets test and val images
     for cls in CLASSES:
         assert {r.split for r in res.rows if r.label == cls} == {"train", "val", "test"}
@@ -286,3 +292,35 @@ def test_split_without_out_writes_nothing(sample_dir: Path, tmp_path: Path, monk
     res = split_dataset(sample_dir, None, progress=False)
     assert len(res.rows) == 30
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- the re-export detector
+def test_reexport_is_invisible_to_dhash_but_found_by_the_detector(sample_dir: Path, sample_hashes) -> None:
+    paths, hashes = sample_hashes
+    i, j = paths.index("COVID/images/COVID-5.png"), paths.index("COVID/images/COVID-155.png")
+    bits = int(sum(bin(int(w)).count("1") for w in hashes[i] ^ hashes[j]))
+    assert bits > 24, "the sample's re-export should be beyond any dHash threshold"
+    images = [resize_image(read_image(sample_dir / p), (256, 256)) for p in paths]
+    found = {(a, b) for a, b, _ in duplicate_pairs(images, hashes)}
+    assert (min(i, j), max(i, j)) in found
+    # and nothing else beyond the known dHash pairs: look-alike films of other patients stay apart
+    known = {tuple(sorted((paths.index(a), paths.index(b)))) for a, b in KNOWN_PAIRS}
+    assert found == known | {(min(i, j), max(i, j))}
+
+
+def test_detail_similarity_survives_contrast_shift_and_zoom_but_not_another_image(sample_dir: Path) -> None:
+    from scipy.ndimage import affine_transform
+
+    a = resize_image(read_image(sample_dir / "Normal" / "images" / "Normal-12.png"), (256, 256))
+    other = resize_image(read_image(sample_dir / "Normal" / "images" / "Normal-13.png"), (256, 256))
+    # a re-export: gamma, 6 px shift, 5% zoom about the centre
+    c = np.array(a.shape) / 2
+    warped = affine_transform(a ** 0.7, np.eye(2) / 1.05, offset=c - c / 1.05 + [0, 6], order=1, mode="nearest")
+    d = lambda x: duplicates.detail(duplicates.thumbnail(x))  # noqa: E731
+    assert duplicates.detail_similarity(d(a), d(warped)) >= duplicates.MIN_DETAIL_CORR + 0.1
+    assert duplicates.detail_similarity(d(a), d(other)) < duplicates.MIN_DETAIL_CORR
+
+
+def test_detector_refuses_tiny_images() -> None:
+    with pytest.raises(ValueError, match="at least 128 px"):
+        duplicates.thumbnail(np.zeros((32, 32)))

@@ -22,7 +22,7 @@ from lungxray.data.io import read_image, resize_image, to_uint8
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/covid19-radiography")
-    ap.add_argument("--split", default="configs/splits/covid19-radiography-seed0.csv")
+    ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
     ap.add_argument("--out", default=".gpupack")
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--quality", type=int, default=90)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,10 @@ from .split import (
     read_manifest,
     write_manifest,
 )
-from .hashing import group_near_duplicates, near_duplicate_pairs
+from .duplicates import MIN_DETAIL_CORR, MIN_SIDE, duplicate_pairs
+from .hashing import group_near_duplicates
+
+log = logging.getLogger(__name__)
 
 
 def inspect_dataset(
@@ -31,15 +36,17 @@ def inspect_dataset(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     examples: int = 3,
+    min_detail: float = MIN_DETAIL_CORR,
 ) -> dict:
-    """Summarise a dataset: per class counts, masks, image sizes/modes, unreadable files, near-duplicates.
+    """Summarise a dataset: per class counts, masks, image sizes/modes, unreadable files, copies of one radiograph.
 
     Returns a JSON-serialisable dict (also what `lungxray data inspect --json` prints).
     """
     index = scan_dataset(path, classes)
-    prep = prepare(index.samples, index.root, size, cache_dir, progress=progress, desc="inspecting")
+    prep = prepare(index.samples, index.root, _detect_size(size), cache_dir, progress=progress, desc="inspecting")
     ok = np.nonzero(prep.ok)[0]
-    pairs = near_duplicate_pairs(prep.hashes[ok], max_distance)
+    pairs = duplicate_pairs([prep.images[prep.image_rows[i]] for i in ok], prep.hashes[ok], max_distance, min_detail,
+                            _progress_printer("comparing", progress))
     pairs = [(int(ok[i]), int(ok[j]), d) for i, j, d in pairs]
     groups = group_near_duplicates(len(index.samples), pairs)
     in_pairs: set[int] = {i for p in pairs for i in p[:2]}
@@ -71,7 +78,7 @@ def inspect_dataset(
             "near_duplicate_images": sum(1 for i in idx if i in in_pairs),
             "near_duplicate_groups": len(member_groups),
         }
-    by_dist = sorted(pairs, key=lambda p: (p[2], p[0]))
+    by_dist = sorted(pairs, key=lambda p: (-p[2], p[0]))
     return {
         "root": str(index.root),
         "classes": list(index.classes),
@@ -84,16 +91,37 @@ def inspect_dataset(
         "ignored_class_folders": index.ignored_dirs,
         "near_duplicates": {
             "max_distance_bits": max_distance,
+            "min_detail_similarity": min_detail,
             "pairs": len(pairs),
             "images": len(in_pairs),
             "groups": len({int(groups[i]) for i in in_pairs}),
-            "exact_hash_pairs": sum(1 for p in pairs if p[2] == 0),
+            "identical_pairs": sum(1 for p in pairs if p[2] >= 0.999),
             "cross_class_pairs": sum(1 for i, j, _ in pairs if index.samples[i].label != index.samples[j].label),
             "examples": [
-                {"a": index.samples[i].path, "b": index.samples[j].path, "distance": d} for i, j, d in by_dist[:examples]
+                {"a": index.samples[i].path, "b": index.samples[j].path, "similarity": d} for i, j, d in by_dist[:examples]
             ],
         },
     }
+
+
+def _detect_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The cached size the duplicate detector reads: `size`, unless it is too small to keep the detail."""
+    return tuple(size) if min(size) >= MIN_SIDE else (256, 256)
+
+
+def _progress_printer(desc: str, enabled: bool):
+    """A progress(done, total) callback that logs a line at most every 10 s (nothing when disabled)."""
+    if not enabled:
+        return None
+    state = {"t": time.monotonic()}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - state["t"] >= 10:
+            state["t"] = now
+            log.info("%s: %d/%d candidate pairs", desc, done, total)
+
+    return report
 
 
 @dataclass
@@ -122,6 +150,7 @@ def split_dataset(
     cache_dir: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    min_detail: float = MIN_DETAIL_CORR,
 ) -> SplitResult:
     """Make a stratified, near-duplicate-grouped split and (optionally) write it as a manifest CSV.
 
@@ -131,11 +160,13 @@ def split_dataset(
         raise DatasetError(f"{out} exists; choose another --out or pass --overwrite")
     index = scan_dataset(path, classes)
     samples = cap_per_class(index.samples, per_class, seed)
-    prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="hashing")
+    prep = prepare(samples, index.root, _detect_size(size), cache_dir, progress=progress, desc="hashing")
     keep = np.nonzero(prep.ok)[0]
     kept = [samples[i] for i in keep]
-    rows, pairs = make_split(kept, prep.hashes[keep], fractions, seed, max_distance)
-    assert not cross_split_pairs(rows, pairs), "near-duplicates split apart"
+    rows, pairs = make_split(kept, prep.hashes[keep], fractions, seed, max_distance,
+                             images=[prep.images[prep.image_rows[i]] for i in keep], min_detail=min_detail,
+                             progress=_progress_printer("comparing", progress))
+    assert not cross_split_pairs(rows, pairs), "copies of one radiograph split apart"
     digests = [prep.digests[i] for i in keep]
     result = SplitResult(rows, pairs, prep.failures, manifest_fingerprint(rows, digests))
     if out is not None:

@@ -1,8 +1,9 @@
 """Leakage-free, stratified train / validation / test splits written as a CSV manifest.
 
-Near-duplicates (dHash within `max_distance` bits) form one group, and a group is never divided
-between splits: otherwise the test set contains copies of training images and accuracy is inflated,
-which is one of the flaws of the study this project started from.
+Copies of one radiograph (identical files, resized copies and re-exports with other contrast, sharpening or
+crop; see `duplicates.py`) form one group, and a group is never divided between splits: otherwise the test
+set contains copies of training images and accuracy is inflated, which is one of the flaws of the study this
+project started from.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..utils import atomic_write_text
 from .discovery import Sample
+from .duplicates import MIN_DETAIL_CORR, duplicate_pairs
 from .hashing import group_near_duplicates, near_duplicate_pairs
 
 SPLITS = ("train", "val", "test")
@@ -100,9 +102,19 @@ def make_split(
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     seed: int = 0,
     max_distance: int = 4,
-) -> tuple[list[ManifestRow], list[tuple[int, int, int]]]:
-    """Group near-duplicates and assign splits. Returns manifest rows and the near-duplicate pairs."""
-    pairs = near_duplicate_pairs(hashes, max_distance)
+    images=None,
+    min_detail: float = MIN_DETAIL_CORR,
+    progress=None,
+) -> tuple[list[ManifestRow], list[tuple[int, int, float]]]:
+    """Group copies of one radiograph and assign splits. Returns manifest rows and the duplicate pairs.
+
+    With `images` (2-D arrays aligned with `samples`) re-exports are found too (`duplicates.duplicate_pairs`);
+    without, only dHash neighbours within `max_distance` bits are grouped.
+    """
+    if images is not None:
+        pairs = duplicate_pairs(images, hashes, max_distance, min_detail, progress)
+    else:
+        pairs = near_duplicate_pairs(hashes, max_distance)
     groups = group_near_duplicates(len(samples), pairs)
     splits = assign_splits([s.label for s in samples], groups, fractions, seed)
     rows = [ManifestRow(s.path, s.mask_path, s.label, sp, int(g)) for s, sp, g in zip(samples, splits, groups)]
