@@ -29,6 +29,12 @@ class TrainConfig:
     classes: list[str] = field(default_factory=lambda: ["COVID", "Normal", "Viral Pneumonia"])
     image_size: int = 256
     masks: str = "none"
+    lung_crop: bool = False
+    """With masks: crop each image to a square around its lungs before masking (see `preprocess.LungView`)."""
+    lung_margin: float = 0.05
+    """Margin around the lungs' box, as a fraction of its side (with lung_crop)."""
+    mask_dilate: int = 0
+    """Grow the lung mask by this many pixels (at image_size) before applying it."""
     per_class: int | None = None
     batch_size: int = 32
     epochs: int = 10
@@ -83,7 +89,16 @@ class TrainConfig:
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         _choice("device", self.device, ("cpu", "cuda", "auto"))
+        if self.masks == "none" and (self.lung_crop or self.mask_dilate):
+            raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")
+        self.lung_view()  # validates margin and dilation
         return self
+
+    def lung_view(self):
+        """The `preprocess.LungView` these settings describe."""
+        from .preprocess import LungView
+
+        return LungView(crop=bool(self.lung_crop), margin=float(self.lung_margin), dilate=int(self.mask_dilate))
 
     def to_dict(self) -> dict:
         return asdict(self)

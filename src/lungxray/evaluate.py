@@ -12,6 +12,7 @@ from .checkpoint import load_checkpoint
 from .data.api import load_split
 from .errors import ConfigError, DatasetError
 from .inference import check_masks, predict_logits
+from .preprocess import LungView
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
@@ -78,7 +79,7 @@ def evaluate_run(
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
     check_masks(data_split, idx, masks)
-    logits = predict_logits(model, data_split, idx, masks, batch_size)
+    logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta))
     temperature = float(meta.get("temperature", 1.0))
     probs = softmax(logits, temperature)
     y = data_split.labels()[idx]

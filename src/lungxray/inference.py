@@ -9,6 +9,7 @@ import torch
 
 from .data.api import SplitData
 from .errors import ConfigError
+from .preprocess import LungView, lung_view
 
 
 def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
@@ -24,17 +25,19 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
         )
 
 
-def load_batch(data: SplitData, idx: np.ndarray, masks: str, mask_mode: str = "keep") -> torch.Tensor:
+def load_batch(data: SplitData, idx: np.ndarray, masks: str, mask_mode: str = "keep",
+               view: LungView | None = None) -> torch.Tensor:
     """(B, 1, H, W) float images in [0, 1] for dataset rows `idx`, lung-masked unless `masks == "none"`.
 
-    `mask_mode` "keep" keeps the lungs, "remove" blacks them out (used by the shortcut audit).
+    The mask is applied by `preprocess.lung_view` with `view` (default: a hard mask, no crop); `mask_mode`
+    "keep" keeps the lungs, "remove" blacks them out, "flat" removes their texture (the shortcut audit).
     """
     prep = data.prepared
-    x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).float().div_(255.0)
-    if masks != "none":
-        m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).float()
-        x = x * (m if mask_mode == "keep" else 1.0 - m)
-    return x.unsqueeze(1)
+    x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).float().div_(255.0).unsqueeze(1)
+    if masks == "none":
+        return x
+    m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).float().unsqueeze(1)
+    return lung_view(x, m, view or LungView(), mode=mask_mode)
 
 
 def iter_batches(data: SplitData, idx: np.ndarray, masks: str, batch_size: int, **kw) -> Iterator[tuple[np.ndarray, torch.Tensor]]:

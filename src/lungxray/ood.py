@@ -154,13 +154,14 @@ def guard_path(run_or_weights: str | Path) -> Path:
     return p.with_name(p.name.replace(".safetensors", "") + ".ood.safetensors")
 
 
-def fit_guard_for_run(run: Path, model: torch.nn.Module, split, train_idx, val_idx, masks: str, batch_size: int = 64) -> FeatureGuard:
+def fit_guard_for_run(run: Path, model: torch.nn.Module, split, train_idx, val_idx, masks: str, batch_size: int = 64,
+                      view=None) -> FeatureGuard:
     """Fit the guard on a run's training features, threshold on validation; saved beside best.safetensors."""
     from .inference import iter_batches
 
     def feats(idx):
         deep, layout = [], []
-        for _, x in iter_batches(split, idx, masks, batch_size):
+        for _, x in iter_batches(split, idx, masks, batch_size, view=view):
             deep.append(penultimate_features(model, x.to(next(model.parameters()).device))[0].cpu().numpy())
             layout.append(layout_descriptor(x))
         return np.concatenate(deep), np.concatenate(layout)

@@ -27,6 +27,7 @@ from .ood import FeatureGuard, _last_linear, guard_path, input_checks, layout_de
 from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
 from .data.discovery import IMAGE_DIRS, MASK_DIRS
 from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
+from .preprocess import LungView, lung_view, uncrop
 from .metrics import softmax
 from .models import Classifier
 from .utils import atomic_write_text, read_json, write_json
@@ -219,6 +220,7 @@ class Predictor:
         self.temperature = float(meta.get("temperature", 1.0))
         self.trained_masks = str(meta.get("masks", "none"))
         self.masked = self.trained_masks != "none"
+        self.lung_view = LungView.from_meta(meta)
         self.masks = masks
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
@@ -469,12 +471,14 @@ class Predictor:
             seg = self.segmenter(example=pending[0].path)
             for it, m in zip(pending, seg.predict([it.display for it in pending])):
                 self._attach_mask(it, m, "predicted", None)
-        x = torch.from_numpy(np.stack([it.model_u8 for it in items])).float().div_(255.0)
+        x = torch.from_numpy(np.stack([it.model_u8 for it in items])).float().div_(255.0).unsqueeze(1)
+        theta = None
         if self.masked:
             ones = np.ones(self.size, dtype=np.uint8)
             m = np.stack([it.mask_model.astype(np.uint8) if it.mask_model is not None else ones for it in items])
-            x = x * torch.from_numpy(m).float()
-        x = x.unsqueeze(1).to(self.device)
+            # An item without a mask (masks="none" on a masked model) passes through whole: an all-ones mask.
+            x, theta = lung_view(x, torch.from_numpy(m).float().unsqueeze(1), self.lung_view, return_theta=True)
+        x = x.to(self.device)
         feats, logits, probs = self._forward(x)
         use_guard = self.guard is not None and feats is not None
         distances = self.guard.distance(feats) if use_guard else [None] * len(items)
@@ -485,7 +489,7 @@ class Predictor:
         if self._cam is not None and cam is not False:
             with self._cam_lock, torch.enable_grad():
                 maps = self._cam(x, class_idx=torch.as_tensor(top, device=x.device))
-            maps = maps[:, 0].float().cpu().numpy()
+            maps = uncrop(maps.float().cpu(), theta)[:, 0].numpy()
             cams = [resize_image(np.clip(mp, 0, 1), it.display.shape) for mp, it in zip(maps, items)]
         out = []
         for it, lg, pr, k, cm, dist, ld in zip(items, logits, probs, top, cams, distances, layout_d):

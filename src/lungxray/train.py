@@ -30,6 +30,7 @@ from .data.split import write_manifest
 from .data.transforms import random_affine, random_intensity
 from .errors import ConfigError
 from .inference import check_masks, load_batch, predict_logits
+from .preprocess import LungView
 from .models import Classifier, create_model
 from .utils import atomic_write_bytes, atomic_write_text, write_json
 
@@ -181,6 +182,7 @@ def resolve_device(name: str) -> torch.device:
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
          device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None) -> Path:
     ctx = ctx or DistContext()
+    view = cfg.lung_view()
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt, steps_per_epoch)
@@ -208,6 +210,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     base_meta = {
         "config": cfg.to_dict(),
         "masks": cfg.masks,
+        **({"lung_view": view.to_dict()} if cfg.masks != "none" else {}),
         **({"pretrained": pretrained} if pretrained else {}),
         "data": {
             "fingerprint": split.fingerprint,
@@ -254,7 +257,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < ctx.world:
                     continue  # a tail too short to give every rank an image
-                x = load_batch(split, idx, cfg.masks)
+                x = load_batch(split, idx, cfg.masks, view=view)
                 y = torch.from_numpy(labels[idx])
                 if cfg.augment:
                     x = random_affine(x, gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
@@ -285,7 +288,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             train_seconds = time.perf_counter() - t0
             # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
             my_val = ctx.shard(val_idx)
-            val_logits = torch.from_numpy(predict_logits(model, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size)))
+            val_logits = torch.from_numpy(predict_logits(model, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size),
+                                                        view=view))
             y_val = torch.from_numpy(labels[my_val])
             v_loss_sum = float(F.cross_entropy(val_logits, y_val, reduction="sum")) if len(my_val) else 0.0
             v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
@@ -341,7 +345,8 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
     from .metrics import expected_calibration_error, fit_temperature, softmax
 
     best, meta = load_checkpoint(out, "best")
-    logits = predict_logits(best, split, val_idx, masks)
+    view = LungView.from_meta(meta)
+    logits = predict_logits(best, split, val_idx, masks, view=view)
     # A temperature fitted on a handful of images is noise; below this we keep T = 1.
     t = float(fit_temperature(logits, y_val)) if len(val_idx) >= MIN_CALIBRATION_IMAGES else 1.0
     meta["temperature"] = t
@@ -357,7 +362,7 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
 
     train_idx = split.indices("train")
     if len(train_idx) >= MIN_CALIBRATION_IMAGES and len(val_idx) >= MIN_CALIBRATION_IMAGES:
-        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks)
+        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view)
         meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
                        "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
     write_json(out / "best.json", meta)
