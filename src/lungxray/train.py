@@ -179,10 +179,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return True  # not Linux: leave the choice to the user
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast_enabled(amp: bool, device: torch.device) -> bool:
+    """bf16 autocast only where it pays: on a CPU without native bf16 it runs ~10x slower than fp32
+    (measured: 6.2 s against 0.63 s per xrnet training step at 224 px on a 2-core AMD EPYC)."""
+    if amp and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is ~10x slower; "
+                    "training in fp32 instead")
+        return False
+    return amp
+
+
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
          device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None) -> Path:
     ctx = ctx or DistContext()
     view = cfg.lung_view()
+    use_amp = autocast_enabled(cfg.amp, device)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt, steps_per_epoch)
@@ -267,7 +288,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
                 x, y = ctx.shard(x), ctx.shard(y).to(device)
                 x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x)
                     loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
                 total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
