@@ -45,6 +45,10 @@ def test_audit_reports_all_measurements(run):
     g = r["gradcam_mass_in_lungs"]
     assert 0 <= g["p10"] <= g["median"] <= g["p90"] <= 1
     assert 0.05 < r["lung_area_fraction_mean"] < 0.7
+    for name in r["accuracy"]:
+        lo, hi = r["accuracy_ci95"][name]
+        assert lo <= r["accuracy"][name] <= hi
+        assert set(r["recall_per_class"][name]) == {"COVID", "Normal", "Viral Pneumonia"}
     out = run / "audit-test"
     assert json.loads((out / "audit.json").read_text())["verdict"] == r["verdict"]
     assert (out / "audit.png").stat().st_size > 1000 and (out / "report.html").is_file()
@@ -118,3 +122,56 @@ def test_guard_fitted_for_a_run_includes_the_layout_part(tmp_path):
     back = FeatureGuard.load(guard_path(tmp_path / "run"))
     assert back.layout is not None and back.layout.mean.shape == (36,)
     assert np.isfinite(back.layout.threshold) and back.layout.threshold > 0
+
+
+def _audit_result(removed: float, other: float, removed_share: float = 0.4, other_share: float = 0.4,
+                  lung_only: bool = False) -> dict:
+    names = ("model_input", "lungs_removed", "lung_texture_removed") if lung_only else ("full", "lungs_only", "lungs_removed")
+    acc = {names[0]: 0.95, "lungs_removed": removed, names[2] if lung_only else "lungs_only": other}
+    share = {names[0]: 0.4, "lungs_removed": removed_share, names[2] if lung_only else "lungs_only": other_share}
+    return {"chance_accuracy": 0.4, "lung_only_model": lung_only, "accuracy": acc,
+            "accuracy_ci95": {k: [v - 0.03, v + 0.03] for k, v in acc.items()}, "largest_predicted_class_share": share}
+
+
+@pytest.mark.parametrize(
+    "removed, other, removed_share, other_share, expected",
+    [
+        (0.64, 0.90, 0.4, 0.4, "uses image content outside the lungs"),
+        (0.41, 0.40, 0.95, 0.97, "Inconclusive"),          # both ablations collapse onto one class
+        (0.42, 0.43, 0.5, 0.5, "Inconclusive"),            # both at chance
+        (0.41, 0.90, 0.95, 0.4, "no evidence of a shortcut outside the lungs"),
+        (0.64, 0.90, 0.97, 0.4, "no evidence of a shortcut outside the lungs"),  # 'above chance' by one class only
+    ],
+)
+def test_verdict_says_inconclusive_when_the_ablations_carry_nothing(removed, other, removed_share, other_share, expected):
+    from lungxray.audit import verdict
+
+    text = verdict(_audit_result(removed, other, removed_share, other_share))
+    assert expected in text
+    if expected != "Inconclusive":
+        assert "Inconclusive" not in text
+
+
+def test_verdict_for_a_lung_only_model_reads_the_texture_check():
+    from lungxray.audit import verdict
+
+    text = verdict(_audit_result(removed=0.41, other=0.80, removed_share=0.95, lung_only=True))
+    assert "Nothing outside the lungs reaches it" in text and "Lung shape, size and exposure alone" in text
+    text = verdict(_audit_result(removed=0.70, other=0.41, other_share=0.95, lung_only=True))
+    assert "still finds something outside" in text and "relies on what is inside the lungs" in text
+
+
+def test_audit_of_a_lung_only_model_uses_its_view(tmp_path):
+    # A tiny model labelled lung-only in its metadata: the audit must build its variants through the model's
+    # lung view (crop + grown mask) with the stand-in segmenter's masks for every image.
+    split_dataset(SAMPLE, tmp_path / "split.csv", seed=0, progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "calibrate": False})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    meta = json.loads((run / "best.json").read_text())
+    meta["masks"], meta["lung_view"] = "predicted", {"crop": True, "margin": 0.05, "dilate": 1}
+    (run / "best.json").write_text(json.dumps(meta))
+    r = audit_run(run, SAMPLE, "test", masks="predicted", segmenter=ellipse_masks, progress=False)
+    assert set(r["accuracy"]) == {"model_input", "lungs_removed", "lung_texture_removed"}
+    assert r["lung_only_model"] and r["lung_view"]["crop"] is True
+    assert r["masks"]["predicted"] == r["n"]
+    assert "Lung-only model" in r["verdict"]

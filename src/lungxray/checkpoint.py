@@ -83,10 +83,19 @@ def load_weights_into(model: torch.nn.Module, weights: Path, what: str) -> torch
 
 def load_state(path: str | Path) -> dict:
     """Load a resumable training state (`torch.load(weights_only=True)`: tensors and plain data only)."""
+    p = Path(path)
+    if p.is_file() and p.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the training state file is empty (a crash while it was first written?); "
+                              "delete it and start again without --resume")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError... for unsafe or corrupt files
-        raise CheckpointError(f"{path}: refused or unreadable training state ({str(exc).splitlines()[0][:200]})") from None
+        text = str(exc)
+        if "weights_only" in text or "Weights only load failed" in text:
+            raise CheckpointError(f"{path}: refused: it holds pickled Python objects besides tensors and plain data, "
+                                  "which lungxray never loads (unpickling can run code)") from None
+        first = (text.splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: unreadable training state ({first[:200]})") from None
 
 
 def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = False, which: str = "best",

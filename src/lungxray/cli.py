@@ -309,7 +309,11 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
 
     r = audit_run(run, data, split_name, out, masks, progress=sys.stderr.isatty(), overwrite=overwrite)
     for k, v in r["accuracy"].items():
-        click.echo(f"accuracy ({k.replace('_', ' ')}): {v:.4f}")
+        lo, hi = r["accuracy_ci95"][k]
+        auc = r["covid_vs_rest_auc"][k]
+        recall = ", ".join(f"{c} {x:.2f}" for c, x in r["recall_per_class"][k].items() if x is not None)
+        click.echo(f"accuracy ({k.replace('_', ' ')}): {v:.4f} [{lo:.4f}, {hi:.4f}]"
+                   + (f"  COVID-vs-rest AUC {auc:.3f}" if auc is not None else "") + f"  recall: {recall}")
     click.echo(f"chance (majority class): {r['chance_accuracy']:.4f}")
     if "gradcam_mass_in_lungs" in r:
         g = r["gradcam_mass_in_lungs"]

@@ -689,8 +689,15 @@ def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] =
     out: list[InputFile] = []
     for p in given:
         for f in (_walk(p, ex) if p.is_dir() else [p]):
-            key = f.resolve()
-            if key in seen or not f.is_file():
+            try:
+                key = f.resolve()
+                regular = f.is_file()
+            except (RuntimeError, OSError) as exc:  # a symlink loop, a dangling or unreadable link
+                log.warning("skipped %s: %s", f, exc)
+                continue
+            if not regular and f == p:
+                log.warning("skipped %s: not a regular file (a folder, FIFO, socket or device?)", f)
+            if key in seen or not regular:
                 continue
             seen.add(key)
             try:
@@ -774,6 +781,7 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
                               f"{model.get(key)!r}); --resume needs the same model: use another --out, or --overwrite")
     rows = []
     for path, prediction, probability, *probs in table[1:]:
+        path = csv_unsafe(path)
         try:
             row = detail.get(path) or {"path": path, "name": path, "prediction": prediction,
                                        "probability": float(probability),
@@ -784,12 +792,26 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
     return rows
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP)."""
+
+
+def csv_safe(cell: str) -> str:
+    """Neutralise a text cell for spreadsheets: a leading formula character gets a `'` before it.
+    predictions.json keeps the real value; `csv_unsafe` undoes this when a CSV is read back (--resume)."""
+    return "'" + cell if cell.startswith(FORMULA_START) or cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
+
+
+def csv_unsafe(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
+
+
 def _csv_text(rows: list[dict], classes: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a "\r" inside a file name is then quoted, not a row end
     w.writerow(["path", "prediction", "probability", *classes])
     for r in rows:
-        w.writerow([r["path"], r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
+        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
     return buf.getvalue()
 
 

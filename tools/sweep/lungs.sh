@@ -1,7 +1,7 @@
 #!/bin/bash
 # Rank the lung-only input recipes on validation, two seeds per arm, on the GPU machine (issue 13).
 # Before: python tools/sweep/pack.py (train + val at 192 px) and the .whl wheels (see sweep.sh); carry .gpupack .whl.
-# Arms (all with configs/lungs.toml's training recipe at 192 px, 40 epochs):
+# Round 1 (ROUND=1, the default), all with configs/lungs.toml's training recipe at 192 px, EPOCHS (40) epochs:
 #   whole    masks none                  (the whole-image model, for reference)
 #   mask     hard mask grown by 4 px, no crop
 #   crop     square crop around the lungs + mask grown by 4 px   (the shipped choice)
@@ -22,12 +22,17 @@ run() {  # name seed args...
   echo "$name-s$seed rc=$? $(tail -1 $T/runs/$name-s$seed/history.csv 2>/dev/null)"
 }
 t0=$(date +%s)
-for s in 0 1; do
-  run whole $s --set masks=none --set lung_crop=false --set mask_dilate=0 &
-  run mask $s --set lung_crop=false &
-  run crop $s &
-  run crop-d0 $s --set mask_dilate=0 &
-done
+if [ "${ROUND:-1}" = 1 ]; then
+  for s in 0 1; do
+    run whole $s --set masks=none --set lung_crop=false --set mask_dilate=0 &
+    run mask $s --set lung_crop=false &
+    run crop $s &
+    run crop-d0 $s --set mask_dilate=0 &
+  done
+else  # round 2: the dilated arms again with the faster dilation, equal epochs, plus a third seed of crop
+  for s in 0 1 2; do run crop $s & done
+  for s in 0 1; do run mask $s --set lung_crop=false & done
+fi
 wait; echo "arms $(( $(date +%s) - t0 )) s"
 python3 tools/sweep/summarize.py $T/runs | tee $OUT/summary.md
 (cd $T && tar czf $OUT/lungs-sweep.tgz logs runs/*/history.csv runs/*/config.json)
