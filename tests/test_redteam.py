@@ -71,3 +71,19 @@ def test_pickled_state_is_refused_in_our_own_words(tmp_path: Path) -> None:
         load_state(path)
     msg = str(err.value)
     assert "refused" in msg and "pickled" in msg and "weights_only" not in msg and "Re-running" not in msg
+
+
+# ------------------------------------------------------------------------- issue 15: default output folders
+def test_next_free_folder_never_reuses_a_taken_one(tmp_path: Path) -> None:
+    from lungxray.utils import next_free_folder
+
+    base = tmp_path / "test_results"
+    assert next_free_folder(base) == base
+    base.mkdir()
+    assert next_free_folder(base) == base  # empty: usable
+    (base / "x").write_text("kept")
+    assert next_free_folder(base) == tmp_path / "test_results-2"
+    (tmp_path / "test_results-2").mkdir()
+    (tmp_path / "test_results-2" / "y").write_text("kept")
+    assert next_free_folder(base) == tmp_path / "test_results-3"
+    assert (base / "x").read_text() == "kept"

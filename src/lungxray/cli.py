@@ -325,7 +325,8 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
 @main.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--model", default=None, type=click.Path(), help="Run folder or .safetensors file (default: the shipped model).")
-@click.option("--out", default="test_results", show_default=True, type=click.Path(), help="Output folder.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Output folder (default: test_results, or test_results-2, -3, ... when that one is taken).")
 @click.option("--masks", type=click.Choice(["auto", "provided", "predicted", "none"]), default="auto", show_default=True,
               help="auto: for a model trained on masked lungs, use masks/ next to images/ (or --mask-dir), else predict one.")
 @click.option("--mask-dir", type=click.Path(), help="Folder of lung masks (same relative path or file name as each image).")
@@ -343,7 +344,12 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
                 workers) -> None:
     """Classify X-rays (PNG, JPEG, DICOM; files or folders): table, predictions.csv/json and overlays. Research use only."""
     from .predict import Predictor, predict_to_folder
+    from .utils import next_free_folder
 
+    if out is None:
+        if resume:
+            raise click.UsageError("--resume needs the --out folder of the run to continue")
+        out = str(next_free_folder("test_results"))
     predictor = None
     if runtime != "torch":
         predictor = Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam, runtime=runtime)

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -85,6 +85,23 @@ class PredictionResult:
     ood: dict = field(default_factory=dict)
     """Out-of-distribution guard: {"flagged", "reasons", "distance", "threshold", "layout_distance",
     "layout_threshold"} (see lungxray.ood; distances are None where the model has no fitted guard)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (no arrays): what predictions.json holds for this image."""
+        return self.row()
+
+    def overlay(self, cam: bool = False, model_label: str = "") -> "Image.Image":
+        """The overlay `lungxray predict` writes, as a PIL image: the X-ray with the lung outline the model used,
+        "Prediction: X / Probability: Y%" and a bar per class; with `cam=True` the Grad-CAM panel beside it
+        (the result must come from `predict(..., cam=True)`)."""
+        from PIL import Image
+
+        from .report.overlay import render_overlay
+
+        if cam and self.cam is None:
+            raise ValueError("this result has no Grad-CAM map: predict with cam=True first")
+        shown = self if cam or self.cam is None else replace(self, cam=None)
+        return Image.open(io.BytesIO(render_overlay(shown, list(self.probabilities), model_label)))
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record (no arrays)."""
@@ -548,6 +565,7 @@ class Predictor:
         skipped: list[tuple[str, str]] | None = None,
         progress: bool = False,
         workers: int = 0,
+        cam: bool | None = None,
     ) -> Iterator[PredictionResult]:
         """Stream predictions for files and folders (recursively), `batch_size` images at a time.
 
@@ -577,10 +595,10 @@ class Predictor:
                 continue
             batch.append(got)
             if len(batch) >= batch_size:
-                yield from self._classify(batch)
+                yield from self._classify(batch, cam=cam)
                 batch = []
         if batch:
-            yield from self._classify(batch)
+            yield from self._classify(batch, cam=cam)
         n = len(skips) - start
         if n:
             log.warning("skipped %d of %d file(s) that could not be read as X-ray images", n, len(files))

@@ -52,3 +52,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def next_free_folder(base: str | Path) -> Path:
+    """`base` if it does not exist or is empty, else the first of `base-2`, `base-3`, ... that is.
+
+    Commands whose output folder has a default use this, so running one twice never overwrites (nor refuses):
+    each run gets its own folder, printed at the end."""
+    base = Path(base)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

@@ -10,6 +10,8 @@ Names are imported lazily, so `lungxray --help` does not pay for importing torch
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 _EXPORTS = {
     "Segmenter": ".inference",
@@ -38,3 +40,19 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)
+
+
+class _CallableModule(types.ModuleType):
+    """`lungxray.segment` is both this subpackage and, for users, a function: `lungxray.segment(x)` -> lung mask.
+
+    Once the subpackage is imported it shadows any function of that name on the parent package, so the module
+    itself is made callable (assigning a module's __class__ is supported Python) and forwards to `api.segment`.
+    """
+
+    def __call__(self, x):
+        from ..api import segment
+
+        return segment(x)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,155 @@
+"""The three-line Python API: `model = lungxray.load(); result = model.predict(x); result.prediction`.
+
+`predict` takes whatever a user has in hand and turns it into the same grayscale [0, 1] image the command line
+reads from a file, so one picture gives the same probabilities whatever form it arrives in:
+
+- a path (`str` or `Path`): PNG, JPEG or DICOM, read exactly as `lungxray predict` reads it;
+- `bytes` of such a file (e.g. an upload, a DICOM blob);
+- a PIL image (any mode);
+- a numpy array: 2-D grayscale or HxWx3 RGB; uint8, uint16, or float in [0, 1];
+- a torch tensor of the same shapes (or 1xHxW / 3xHxW);
+- a list or tuple of any of these (a list of results comes back).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .data.io import _pil_to_float
+from .errors import ImageReadError
+from .predict import PredictionResult, Predictor
+
+__all__ = ["Model", "load", "segment", "to_grayscale"]
+
+
+def _rgb_thumbnail(rgb: np.ndarray, size: int = 64) -> np.ndarray:
+    """The small RGB copy the out-of-distribution colour check reads (as `ood.read_rgb_thumbnail` makes it)."""
+    return np.asarray(Image.fromarray(rgb).convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
+
+
+def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray | None]:
+    """Turn an in-memory picture into (2-D float32 image in [0, 1], RGB thumbnail or None).
+
+    Colour and 8-bit pictures go through Pillow's own conversion, as files do, so a PNG's pixels given as
+    a numpy array match the file to the last bit.
+
+    Raises:
+        ImageReadError: the object is not a picture this function understands (its message says what is accepted).
+    """
+    if isinstance(x, Image.Image):
+        rgb = _rgb_thumbnail(np.asarray(x.convert("RGB"))) if x.mode in ("RGB", "RGBA", "P") else None
+        return _pil_to_float(x, name), rgb
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu()
+            if t.ndim == 3 and t.shape[0] in (1, 3):
+                t = t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)
+            x = t.numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if not isinstance(x, np.ndarray):
+        raise ImageReadError(f"{name}: cannot read a {type(x).__name__}; give a path, file bytes, a PIL image, "
+                             "a numpy array or a torch tensor")
+    arr = x
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
+        raise ImageReadError(f"{name}: expected a 2-D grayscale or HxWx3 RGB array, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        u8 = arr
+    elif arr.dtype == np.uint16:
+        if arr.ndim == 3:
+            raise ImageReadError(f"{name}: 16-bit colour arrays are not supported; give grayscale")
+        return arr.astype(np.float32) / 65535.0, None
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise ImageReadError(f"{name}: a float array must hold finite values in [0, 1] "
+                                 f"(got {np.nanmin(arr):.3g} to {np.nanmax(arr):.3g}); scale it, or give uint8/uint16")
+        if arr.ndim == 2:
+            return arr.astype(np.float32), None
+        u8 = np.round(arr * 255).astype(np.uint8)
+    else:
+        raise ImageReadError(f"{name}: unsupported array type {arr.dtype}; give uint8, uint16 or float in [0, 1]")
+    img = Image.fromarray(np.ascontiguousarray(u8))
+    return _pil_to_float(img, name), (_rgb_thumbnail(u8[:, :, :3]) if u8.ndim == 3 else None)
+
+
+class Model:
+    """A loaded classifier with a one-call `predict`. Make one with `lungxray.load()`."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.predictor.classes)
+
+    def __repr__(self) -> str:
+        d = self.predictor.describe()
+        return f"<lungxray.Model {d.get('name', '?')} classes={self.classes} input={d.get('image_size')}>"
+
+    def predict(self, x: Any, *, cam: bool = False) -> PredictionResult | list[PredictionResult]:
+        """Classify one picture (or a list of them). See the module docstring for what `x` may be.
+
+        Args:
+            cam: also compute the Grad-CAM map (`result.cam`, drawn by `result.overlay(cam=True)`).
+        Returns:
+            One `PredictionResult` (`.prediction`, `.probability`, `.probabilities`, `.ood`, `.mask`,
+            `.to_dict()`, `.overlay()`), or a list of them for a list input.
+        """
+        if isinstance(x, (list, tuple)):
+            return [self._one(item, cam, f"<item {i}>") for i, item in enumerate(x)]
+        return self._one(x, cam, "<array>")
+
+    def _one(self, x: Any, cam: bool, name: str) -> PredictionResult:
+        if isinstance(x, (str, Path)):
+            skipped: list[tuple[str, str]] = []
+            results = list(self.predictor.predict_paths([x], cam=cam, skipped=skipped))
+            if not results:
+                raise ImageReadError(skipped[0][1] if skipped else f"{x}: could not be read as an image")
+            return results[0]
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            from .serve.images import decode_upload
+
+            image, rgb = decode_upload(bytes(x), "<bytes>")
+            return self.predictor.predict_array(image, name="<bytes>", cam=cam, rgb=rgb)
+        image, rgb = to_grayscale(x, name)
+        return self.predictor.predict_array(image, name=name, cam=cam, rgb=rgb)
+
+
+def load(model: str | Path | None = None, *, device: str = "cpu") -> Model:
+    """Load a classifier: the shipped default (None), a run folder, a `.safetensors` checkpoint or an `.onnx` file.
+
+    Grad-CAM is available (`predict(x, cam=True)`) for PyTorch models; ONNX models run without it.
+    """
+    runtime = "onnx" if model is not None and str(model).endswith(".onnx") else "torch"
+    kwargs = {"runtime": runtime} if runtime == "onnx" else {"cam": True}
+    return Model(Predictor.load(model, device=device, **kwargs))
+
+
+def segment(x: Any) -> np.ndarray | list[np.ndarray]:
+    """Lung mask(s) from the shipped lung U-Net: a bool array of the input's size (or a list for a list)."""
+    from .segment import Segmenter
+
+    seg = Segmenter.load()
+    items: Sequence[Any] = x if isinstance(x, (list, tuple)) else [x]
+    images = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            from .data.io import read_image
+
+            images.append(read_image(item))
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            from .serve.images import decode_upload
+
+            images.append(decode_upload(bytes(item), f"<item {i}>")[0])
+        else:
+            images.append(to_grayscale(item, f"<item {i}>")[0])
+    masks = [np.asarray(m, dtype=bool) for m in seg.predict(images)]
+    return masks if isinstance(x, (list, tuple)) else masks[0]

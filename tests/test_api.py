@@ -1,0 +1,117 @@
+"""The three-line Python API (`lungxray.load().predict(x)`) and `lungxray.segment`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lungxray
+from lungxray.errors import DatasetError, ImageReadError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lungxray.load()
+
+
+@pytest.fixture(scope="module")
+def covid_png(sample_dir: Path) -> Path:
+    return sample_dir / "COVID" / "images" / "COVID-9.png"  # a 224x224 RGB PNG with three equal channels
+
+
+def test_every_input_kind_gives_the_same_probabilities(model, covid_png: Path) -> None:
+    pil = Image.open(covid_png)
+    rgb = np.asarray(pil.convert("RGB"))
+    inputs = {
+        "str": str(covid_png),
+        "Path": covid_png,
+        "PIL": pil,
+        "numpy RGB uint8": rgb,
+        "numpy gray uint8": rgb[:, :, 0].copy(),
+        "numpy gray float": rgb[:, :, 0].astype(np.float32) / 255.0,
+        "numpy gray uint16": rgb[:, :, 0].astype(np.uint16) * 257,
+        "torch CHW": torch.from_numpy(rgb.copy()).permute(2, 0, 1),
+        "torch 1HW float": torch.from_numpy(rgb[:, :, 0].astype(np.float32) / 255.0)[None],
+        "bytes": covid_png.read_bytes(),
+    }
+    reference = model.predict(inputs["str"]).probabilities
+    for kind, x in inputs.items():
+        got = model.predict(x)
+        assert got.prediction in model.classes
+        for c in model.classes:
+            assert got.probabilities[c] == pytest.approx(reference[c], abs=1e-6), kind
+
+
+def test_a_list_gives_a_list_in_order(model, sample_dir: Path) -> None:
+    paths = [sample_dir / "Normal" / "images" / "Normal-12.png", sample_dir / "COVID" / "images" / "COVID-9.png"]
+    out = model.predict(paths)
+    assert isinstance(out, list) and [Path(r.path).name for r in out] == ["Normal-12.png", "COVID-9.png"]
+    # a single string is one path, never a sequence of characters
+    assert not isinstance(model.predict(str(paths[0])), list)
+
+
+def test_result_has_what_users_reach_for(model, covid_png: Path) -> None:
+    r = model.predict(covid_png, cam=True)
+    assert 0 <= r.probability <= 1 and abs(sum(r.probabilities.values()) - 1) < 1e-6
+    assert r.probability == max(r.probabilities.values())
+    assert set(r.ood) >= {"flagged", "reasons"}
+    d = r.to_dict()
+    assert d["prediction"] == r.prediction and d["probabilities"] == r.probabilities
+    plain, with_cam = r.overlay(), r.overlay(cam=True)
+    assert isinstance(plain, Image.Image) and with_cam.width > plain.width
+    with pytest.raises(ValueError, match="cam=True"):
+        model.predict(covid_png).overlay(cam=True)
+
+
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        ("no/such/file.png", DatasetError, "no such file"),
+        (np.full((64, 64), 2.0, np.float32), ImageReadError, "in [0, 1]"),
+        (np.zeros((2, 64, 64, 3), np.uint8), ImageReadError, "expected a 2-D grayscale or HxWx3"),
+        (np.zeros((64, 64), np.int64), ImageReadError, "unsupported array type"),
+        (object(), ImageReadError, "cannot read a object"),
+        (b"not an image at all", Exception, "not a PNG"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(model, bad, error, words) -> None:
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        model.predict(bad)
+
+
+def test_segment_returns_a_mask_of_the_input_size(covid_png: Path) -> None:
+    mask = lungxray.segment(covid_png)
+    assert mask.dtype == bool and mask.shape == (224, 224)
+    assert 0.1 < mask.mean() < 0.6  # two lungs, not nothing and not everything
+    masks = lungxray.segment([covid_png, Image.open(covid_png)])
+    assert isinstance(masks, list) and np.array_equal(masks[0], masks[1])
+
+
+def test_the_readme_three_lines_run(covid_png: Path) -> None:
+    import subprocess
+    import sys
+
+    code = f"import lungxray; print(lungxray.load().predict({str(covid_png)!r}).prediction)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("COVID", "Normal", "Viral Pneumonia")
+
+
+def test_predict_twice_without_out_writes_two_folders(tmp_path: Path, covid_png: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    first = runner.invoke(main, ["predict", str(covid_png), "--no-overlay"])
+    second = runner.invoke(main, ["predict", str(covid_png), "--no-overlay"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert "test_results/predictions.csv" in first.output and "test_results-2/predictions.csv" in second.output
+    assert (tmp_path / "test_results" / "predictions.csv").is_file()
+    assert (tmp_path / "test_results-2" / "predictions.csv").is_file()
