@@ -87,3 +87,112 @@ def test_next_free_folder_never_reuses_a_taken_one(tmp_path: Path) -> None:
     (tmp_path / "test_results-2" / "y").write_text("kept")
     assert next_free_folder(base) == tmp_path / "test_results-3"
     assert (base / "x").read_text() == "kept"
+
+
+# ------------------------------------------------------------------------- 7, 8: trusted state, changed splits
+def _tiny_cfg(**kw):
+    from lungxray.config import load_config
+
+    return load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "calibrate": False, **kw})
+
+
+@pytest.fixture()
+def tiny_training(tmp_path: Path, sample_dir: Path):
+    from lungxray.data.api import split_dataset
+    from lungxray.train import train
+
+    split_dataset(sample_dir, tmp_path / "split.csv", seed=0, progress=False)
+    run = train(_tiny_cfg(), sample_dir, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    return run, sample_dir
+
+
+def test_resume_refuses_an_edited_split_unless_forced(tiny_training) -> None:
+    from lungxray.errors import ConfigError
+    from lungxray.train import train
+
+    run, data = tiny_training
+    lines = (run / "split.csv").read_text().splitlines()
+    (run / "split.csv").write_text("\n".join(lines[: len(lines) // 2 + 1]) + "\n")  # drop half the rows
+    with pytest.raises(ConfigError, match="changed since this run started"):
+        train(_tiny_cfg(epochs=2), data, run, resume=True, progress=False)
+    train(_tiny_cfg(epochs=2), data, run, resume=True, progress=False, force=True)
+    assert (run / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_resume_refuses_altered_or_non_finite_weights(tiny_training) -> None:
+    from lungxray.checkpoint import tensors_digest
+    from lungxray.train import train
+
+    run, data = tiny_training
+    state = torch.load(run / "state.pt", weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name].fill_(float("nan"))
+    torch.save(state, run / "state.pt")
+    with pytest.raises(CheckpointError, match="checksum"):
+        train(_tiny_cfg(epochs=2), data, run, resume=True, progress=False)
+    state["model_sha256"] = tensors_digest(state["model"])  # a consistent file that still holds NaN
+    torch.save(state, run / "state.pt")
+    with pytest.raises(CheckpointError, match="NaN or infinity"):
+        train(_tiny_cfg(epochs=2), data, run, resume=True, progress=False)
+
+
+def test_a_loss_that_goes_non_finite_stops_training_and_says_so(tmp_path: Path, sample_dir: Path) -> None:
+    from lungxray.data.api import split_dataset
+    from lungxray.errors import TrainingError
+    from lungxray.train import train
+
+    split_dataset(sample_dir, tmp_path / "split.csv", seed=0, progress=False)
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(_tiny_cfg(optimizer="sgd", lr=1e30, momentum=0.0), sample_dir, tmp_path / "run", tmp_path / "split.csv",
+              progress=False)
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+# ------------------------------------------------------------------------- 9, 10, 11: metadata and weights at load
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"temperature": -1}, "temperature"), ({"temperature": 0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"), ({"temperature": "hot"}, "temperature"),
+        ({"image_size": [100000, 100000]}, "image_size"), ({"image_size": "abc"}, "image_size"),
+        ({"model": None}, "model"), ({"masks": "weird"}, "masks"),
+        ({"classes": ["A", "A", "B"]}, "classes"), ({"lung_view": {"crop": "yes"}}, "lung_view"),
+    ],
+)
+def test_bad_metadata_is_refused_naming_the_field(tiny_run: Path, tmp_path: Path, change: dict, field: str) -> None:
+    import json
+
+    from lungxray.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "best.json").read_text())
+    meta.update(change)
+    (run / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"'{field}'"):
+        load_checkpoint(run)
+
+
+def test_metadata_that_is_not_an_object_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    from lungxray.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "best.json").write_text("[1, 2, 3]")
+    with pytest.raises(CheckpointError, match="JSON object"):
+        load_checkpoint(run)
+
+
+def test_nan_weights_never_load(tiny_run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from lungxray.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    tensors = load_file(run / "best.safetensors")
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, run / "best.safetensors", metadata={"format": "lungxray-checkpoint/1"})
+    with pytest.raises(CheckpointError, match="NaN or infinity"):
+        load_checkpoint(run)

@@ -61,11 +61,62 @@ def load_checkpoint(path: str | Path, which: str = "best") -> tuple[Classifier, 
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable metadata ({exc})") from None
-    if not str(meta.get("format", "")).startswith("lungxray-checkpoint/"):
-        raise CheckpointError(f"{meta_path}: not a lungxray checkpoint")
-    model = create_model(meta["model"], input_size=meta["image_size"], classes=meta["classes"], **meta.get("model_args", {}))
+    validate_metadata(meta, meta_path)
+    try:
+        model = create_model(meta["model"], input_size=meta["image_size"], classes=meta["classes"], **meta.get("model_args", {}))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{meta_path}: the model cannot be built from this metadata ({exc})") from None
     load_weights_into(model, weights, f"model {meta['model']}")
+    bad = [k for k, v in model.state_dict().items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{weights}: weights hold NaN or infinity (first: {bad[0]}); this model cannot predict")
     return model, meta
+
+
+def validate_metadata(meta: object, where: str | Path) -> dict:
+    """Check checkpoint metadata field by field; the error names the first wrong field and what it should be."""
+    import math
+
+    from .config import MASK_MODES
+    from .models.registry import list_models
+
+    def fail(field: str, why: str) -> None:
+        raise CheckpointError(f"{where}: metadata field {field!r} {why}")
+
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: metadata must be a JSON object, got {type(meta).__name__}")
+    if not str(meta.get("format", "")).startswith("lungxray-checkpoint/"):
+        raise CheckpointError(f"{where}: not a lungxray checkpoint (no 'format' field)")
+    if not isinstance(meta.get("model"), str):
+        fail("model", "is missing or not a string")
+    if meta["model"] not in list_models():
+        fail("model", f"names an unknown architecture {meta['model']!r} (known: {', '.join(list_models())})")
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
+        fail("classes", "must be a list of at least two non-empty strings")
+    if len(set(classes)) != len(classes):
+        fail("classes", f"has duplicate names {sorted({c for c in classes if classes.count(c) > 1})}")
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 4096
+                                                            for v in size)):
+        fail("image_size", "must be [height, width], whole numbers from 16 to 4096")
+    t = meta.get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.01 <= t <= 100:
+        fail("temperature", "must be a number from 0.01 to 100")
+    masks = meta.get("masks", "none")
+    if masks not in MASK_MODES:
+        fail("masks", f"must be one of {', '.join(MASK_MODES)}, got {masks!r}")
+    if not isinstance(meta.get("model_args", {}), dict):
+        fail("model_args", "must be an object")
+    if "lung_view" in meta:
+        from .errors import ConfigError
+        from .preprocess import LungView
+
+        try:
+            LungView.from_meta(meta)
+        except (ConfigError, TypeError) as exc:
+            fail("lung_view", f"is invalid ({exc})")
+    return meta
 
 
 def load_weights_into(model: torch.nn.Module, weights: Path, what: str) -> torch.nn.Module:
@@ -79,6 +130,33 @@ def load_weights_into(model: torch.nn.Module, weights: Path, what: str) -> torch
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not match {what} ({str(exc)[:300]})") from None
     return model.eval()
+
+
+def tensors_digest(tensors: dict) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (order-independent): a checksum for weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def verify_state(state: dict, path: str | Path) -> dict:
+    """Refuse a training state whose weights were altered (checksum) or hold NaN/infinity."""
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: not a lungxray training state (no model weights)")
+    expected = state.get("model_sha256")
+    if expected is not None and tensors_digest(model) != expected:
+        raise CheckpointError(f"{path}: the weights do not match their checksum (the file was altered or damaged); "
+                              "start again without --resume, or from an intact copy")
+    bad = [k for k, v in model.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights hold NaN or infinity (first: {bad[0]}); this state cannot be resumed")
+    return state
 
 
 def load_state(path: str | Path) -> dict:

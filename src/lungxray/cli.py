@@ -178,8 +178,9 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--nproc", type=int, default=None, help="Launch N data-parallel processes with torchrun (DDP).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--force", is_flag=True, help="With --resume: continue even if the split or its images changed.")
 def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
-              augment, l2, seed, pretrained, sets, device, amp, nproc, resume, overwrite) -> None:
+              augment, l2, seed, pretrained, sets, device, amp, nproc, resume, overwrite, force) -> None:
     """Train a classifier; validation drives early stopping, checkpoint choice and the scheduler."""
     from .config import load_config
     from .train import train
@@ -195,7 +196,7 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
     cfg = load_config(config_file, overrides)
     out = out or f"runs/{cfg.model}"
     try:
-        run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True)
+        run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True, force=force)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the last complete epoch is saved. Continue with: lungxray train --out {out} --data {data} --resume", err=True)
         raise SystemExit(130)

@@ -21,3 +21,7 @@ class ConfigError(LungxrayError):
 
 class CheckpointError(LungxrayError):
     """A run folder or weights file that cannot be loaded safely."""
+
+
+class TrainingError(LungxrayError):
+    """Training cannot go on meaningfully (e.g. the loss became NaN or infinite)."""

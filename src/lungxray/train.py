@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, load_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_state, save_checkpoint, tensors_digest, verify_state
 from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
 from .data.transforms import random_affine, random_intensity
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .inference import check_masks, load_batch, predict_logits
 from .preprocess import LungView
 from .models import Classifier, create_model
@@ -107,6 +107,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    force: bool = False,
 ) -> Path:
     """Train `cfg.model` on the train split, select and early-stop on the validation split.
 
@@ -115,22 +116,24 @@ def train(
         data: dataset folder (or a parent of it).
         out: run folder to create (or continue with `resume`).
         split_csv: manifest from `lungxray data split`; made on the fly (seeded) when None.
+        force: with `resume`, continue even though the run's split or images changed since it started.
     Returns:
         The run folder.
     """
     out = Path(out)
     ctx = init_from_env(resolve_device(cfg.device))
     try:
-        return _train(cfg, data, out, split_csv, resume, overwrite, progress and ctx.is_main, cache_dir, ctx)
+        return _train(cfg, data, out, split_csv, resume, overwrite, progress and ctx.is_main, cache_dir, ctx, force)
     finally:
         shutdown(ctx)
 
 
-def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext) -> Path:
+def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
+           force: bool = False) -> Path:
     if ctx.is_main:
         _prepare_run_dir(out, resume, overwrite)
     ctx.barrier()
-    state = load_state(out / "state.pt") if resume else None
+    state = verify_state(load_state(out / "state.pt"), out / "state.pt") if resume else None
     if state is not None:
         saved = TrainConfig(**state["config"])
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
@@ -149,6 +152,11 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ConfigError("the split needs at least one readable train and one validation image")
     check_masks(split, np.concatenate([train_idx, val_idx]), cfg.masks)
+    saved_fp = (state or {}).get("data_fingerprint")
+    if saved_fp and saved_fp != split.fingerprint and not force:
+        raise ConfigError(f"{out}: the split or its images changed since this run started (data fingerprint {saved_fp}, "
+                          f"now {split.fingerprint}); resuming would silently train on other data. Start a new run, "
+                          "or pass force=True (--force) to continue anyway")
     labels = split.labels()
     if not resume and ctx.is_main:
         write_manifest(out / "split.csv", split.rows)
@@ -241,9 +249,12 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     }
 
     def save_state(epoch: int) -> None:
+        weights = {k: v.cpu() for k, v in model.state_dict().items()}
         blob = {
             "epoch": epoch,
-            "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "model": weights,
+            "model_sha256": tensors_digest(weights),
+            "data_fingerprint": split.fingerprint,
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
             "torch_rng": torch.get_rng_state(),
@@ -316,6 +327,12 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
             seen, loss_sum, correct, v_loss_sum, v_correct = ctx.sum([seen, loss_sum, correct, v_loss_sum, v_correct])
             val_loss, val_acc = v_loss_sum / len(val_idx), v_correct / len(val_idx)
+            if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
+                # Saving would make a NaN run look finished (and --resume would carry the NaNs on).
+                raise TrainingError(
+                    f"epoch {epoch}: the loss became non-finite (train {loss_sum / max(seen, 1):.4g}, validation "
+                    f"{val_loss:.4g}); this epoch is not saved. {out} keeps the last good epoch and best checkpoint. "
+                    "Lower the learning rate, or check the data for broken images")
             # The history shows the learning rate of the epoch's last step, not the one set for the step after it.
             lr = lr_used
             if cfg.scheduler == "plateau":
