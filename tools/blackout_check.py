@@ -1,0 +1,62 @@
+"""The lungs-removed check as the held-out evaluation of issue 13 runs it: black out the lungs in the image file
+itself, then send it through the whole prediction pipeline (a lung-only model segments the blacked-out image
+again, crops and masks it, exactly as in use).
+
+    python tools/blackout_check.py --model runs/lungs --model runs/OTHER \
+        --data ../shared/data/covid19-radiography --split configs/splits/covid19-radiography-v2-seed0.csv
+
+For each model, on the test split: accuracy and COVID-versus-rest AUC with the whole image and with the lungs
+blacked out (the shipped U-Net's masks, grown by 4 px), and the share of COVID films still called COVID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from lungxray.data.io import read_image
+from lungxray.predict import Predictor
+from lungxray.preprocess import dilate_mask
+from lungxray.segment import Segmenter
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--data", default="../shared/data/covid19-radiography")
+    ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
+    ap.add_argument("--grow", type=int, default=4, help="pixels the lung mask is grown by before blacking out")
+    args = ap.parse_args(argv)
+    with open(args.split, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    seg = Segmenter.load()
+    images = [read_image(Path(args.data) / r["path"]) for r in rows]
+    blacked = []
+    for start in range(0, len(images), 32):
+        chunk = images[start : start + 32]
+        for img, m in zip(chunk, seg.predict(chunk)):
+            grown = dilate_mask(torch.from_numpy(np.asarray(m, np.float32))[None, None], args.grow)[0, 0].numpy()
+            blacked.append(img * (1.0 - grown))
+    chance = max(np.mean([r["label"] == c for r in rows]) for c in {r["label"] for r in rows})
+    print(f"test split: {len(rows)} images, chance (majority class) {chance:.1%}; lungs grown by {args.grow} px")
+    print(f"{'model':<26} {'input':<16} {'accuracy':>8} {'COVID-vs-rest AUC':>17} {'COVID called COVID':>18}")
+    for model in args.model:
+        pred = Predictor.load(model)
+        y = np.array([r["label"] for r in rows])
+        for name, pics in (("whole image", images), ("lungs blacked out", blacked)):
+            res = [pred.predict_array(p, name=r["path"], cam=False) for p, r in zip(pics, rows)]
+            called = np.array([x.prediction for x in res])
+            p_covid = np.array([x.probabilities["COVID"] for x in res])
+            acc = float((called == y).mean())
+            auc = roc_auc_score(y == "COVID", p_covid)
+            kept = float((called[y == "COVID"] == "COVID").mean())
+            print(f"{Path(model).name:<26} {name:<16} {acc:>8.1%} {auc:>17.3f} {kept:>18.1%}")
+
+
+if __name__ == "__main__":
+    main()
