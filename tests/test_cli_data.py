@@ -140,3 +140,11 @@ def test_misspelt_option_suggests(runner: CliRunner, sample_dir: Path, tmp_path:
 def test_split_requires_out(runner: CliRunner, sample_dir: Path) -> None:
     result = runner.invoke(main, ["data", "split", str(sample_dir)])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_inspect_warns_when_classes_differ_in_size_mode_or_masks(runner: CliRunner, sample_dir: Path) -> None:
+    out = runner.invoke(main, ["data", "inspect", str(sample_dir)]).output
+    # the sample keeps the database's quirks: COVID/Normal 224 px RGB, Viral Pneumonia 299 px grayscale with masks
+    assert "warning: image size differs by class" in out and "299x299" in out
+    assert "warning: image mode (colour, bit depth) differs by class" in out
+    assert "warning: lung masks are provided for some classes only" in out and "Viral Pneumonia: 100%" in out

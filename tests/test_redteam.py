@@ -196,3 +196,45 @@ def test_nan_weights_never_load(tiny_run: Path, tmp_path: Path) -> None:
     save_file(tensors, run / "best.safetensors", metadata={"format": "lungxray-checkpoint/1"})
     with pytest.raises(CheckpointError, match="NaN or infinity"):
         load_checkpoint(run)
+
+
+# ------------------------------------------------------------------------- 4, 5: output folders
+def test_unwritable_or_file_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    from lungxray.errors import ConfigError
+    from lungxray.utils import check_output_folder
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_output_folder(afile)
+    assert afile.read_text() == "mine"
+    with pytest.raises(ConfigError, match="cannot write there"):
+        check_output_folder(afile / "sub")  # a folder below a file can never be made
+    assert check_output_folder(tmp_path / "new" / "deep").is_dir()
+
+
+def test_second_writer_of_an_output_folder_is_refused(tmp_path: Path) -> None:
+    from lungxray.errors import ConfigError
+    from lungxray.utils import output_lock
+
+    out = tmp_path / "same"
+    with output_lock(out, "predict"):
+        with pytest.raises(ConfigError, match="being written by another lungxray predict"):
+            with output_lock(out, "predict"):
+                pass
+    with output_lock(out, "predict"):  # released when the first run ends
+        pass
+    assert not out.exists() or not any(out.iterdir())  # the lock lives beside the folder, not in it
+
+
+def test_predict_into_a_file_fails_in_one_line(tmp_path: Path, sample_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    res = CliRunner().invoke(main, ["predict", str(sample_dir / "Normal" / "images" / "Normal-12.png"),
+                                    "--out", str(afile)])
+    assert res.exit_code == 2 and "is a file" in res.output and "Traceback" not in res.output
+    assert afile.read_text() == "mine"

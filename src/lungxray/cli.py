@@ -29,6 +29,12 @@ class _Group(click.Group):
         except LungxrayError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            # A write that failed (disk full, permissions) after the checks: one line, never a traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc} (outputs written so far are kept; fix this and "
+                       "rerun, with --resume where the command has it)", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +80,8 @@ def _print_inspection(rep: dict) -> None:
     )
     for ex in nd["examples"]:
         click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  (similarity {ex['similarity']:.3f})")
+    for warning in rep.get("class_differences", []):
+        click.echo(f"warning: {warning}")
     without = sum(c["images"] - c["with_mask"] for c in rep["per_class"].values())
     if without:
         click.echo(f"images without a mask: {without} (kept; masks are paired by file name)")

@@ -30,7 +30,7 @@ from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
 from .preprocess import LungView, lung_view, uncrop
 from .metrics import softmax
 from .models import Classifier
-from .utils import atomic_write_text, read_json, write_json
+from .utils import atomic_write_text, check_output_folder, output_lock, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -834,6 +834,33 @@ def _csv_text(rows: list[dict], classes: list[str]) -> str:
 
 
 def predict_to_folder(
+    paths: Sequence[str | Path],
+    out: str | Path = "test_results",
+    model: str | Path | None = None,
+    masks: str = "auto",
+    mask_dir: str | Path | None = None,
+    cam: bool = False,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    overlays: bool = True,
+    device: str = "cpu",
+    progress: bool = False,
+    predictor: Predictor | None = None,
+    resume: bool = False,
+    workers: int = 0,
+) -> "PredictionRun":
+    """Classify files into folder `out` (see `_predict_to_folder` for what is written and when).
+
+    The folder is checked for writing before the model loads, and locked while the run writes it: a second
+    run aimed at the same folder is refused instead of silently replacing this run's rows."""
+    check_output_folder(out)
+    with output_lock(out, "predict"):
+        return _predict_to_folder(paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size,
+                                  overwrite=overwrite, overlays=overlays, device=device, progress=progress,
+                                  predictor=predictor, resume=resume, workers=workers)
+
+
+def _predict_to_folder(
     paths: Sequence[str | Path],
     out: str | Path = "test_results",
     model: str | Path | None = None,

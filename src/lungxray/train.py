@@ -32,7 +32,7 @@ from .errors import ConfigError, TrainingError
 from .inference import check_masks, load_batch, predict_logits
 from .preprocess import LungView
 from .models import Classifier, create_model
-from .utils import atomic_write_bytes, atomic_write_text, write_json
+from .utils import atomic_write_bytes, atomic_write_text, output_lock, write_json
 
 log = logging.getLogger(__name__)
 MIN_CALIBRATION_IMAGES = 50
@@ -123,7 +123,11 @@ def train(
     out = Path(out)
     ctx = init_from_env(resolve_device(cfg.device))
     try:
-        return _train(cfg, data, out, split_csv, resume, overwrite, progress and ctx.is_main, cache_dir, ctx, force)
+        if not ctx.is_main:
+            return _train(cfg, data, out, split_csv, resume, overwrite, False, cache_dir, ctx, force)
+        # One writer per run folder: a second `train --out` on the same folder is refused while this one runs.
+        with output_lock(out, "train"):
+            return _train(cfg, data, out, split_csv, resume, overwrite, progress, cache_dir, ctx, force)
     finally:
         shutdown(ctx)
 

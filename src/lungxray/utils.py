@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,50 @@ def next_free_folder(base: str | Path) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """Make sure `out` can hold outputs before any work starts: it is created, and a probe file is written and
+    removed (the one test that also holds for root, read-only mounts and pseudo file systems).
+
+    Raises:
+        ConfigError: `out` is a file, or cannot be created or written; the message says which.
+    """
+    from .errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; choose another output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".lungxray-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write there ({exc.strerror or exc}); choose another output folder") from None
+    return out
+
+
+@contextmanager
+def output_lock(out: str | Path, what: str):
+    """Hold an exclusive lock on output folder `out` while a command writes it; a second command that wants the
+    same folder is refused at once with a clear message instead of silently mixing its rows with ours.
+
+    The lock file sits beside the folder (`.NAME.lungxray-lock`), so the folder's own contents are untouched."""
+    import fcntl
+
+    from .errors import ConfigError
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lungxray-lock")
+    fh = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{out} is being written by another lungxray {what} right now; wait for it to finish, "
+                              "or choose another output folder") from None
+        yield out
+    finally:
+        fh.close()  # closing releases the lock

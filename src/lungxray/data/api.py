@@ -80,6 +80,7 @@ def inspect_dataset(
         }
     by_dist = sorted(pairs, key=lambda p: (-p[2], p[0]))
     return {
+        "class_differences": class_differences(per_class),
         "root": str(index.root),
         "classes": list(index.classes),
         "total_images": len(index.samples),
@@ -102,6 +103,24 @@ def inspect_dataset(
             ],
         },
     }
+
+
+def class_differences(per_class: dict[str, dict]) -> list[str]:
+    """Warnings for properties that differ by class (size, mode/bit depth, masks): a model can learn these."""
+    out = []
+    for key, what in (("sizes", "image size"), ("modes", "image mode (colour, bit depth)")):
+        kinds = {cls: ", ".join(sorted(c[key])) for cls, c in per_class.items() if c[key]}
+        if len(set(kinds.values())) > 1:
+            listing = "; ".join(f"{cls}: {v}" for cls, v in kinds.items())
+            out.append(f"{what} differs by class ({listing}): a model can learn this instead of the disease. "
+                       "lungxray resizes every class to one size and converts every image to 8-bit grayscale; "
+                       "check overlays and the shortcut audit.")
+    shares = {cls: c["with_mask"] / c["images"] for cls, c in per_class.items() if c["images"]}
+    if len({round(v, 2) for v in shares.values()}) > 1:
+        listing = "; ".join(f"{cls}: {v:.0%}" for cls, v in shares.items())
+        out.append(f"lung masks are provided for some classes only ({listing}): a model can learn 'has a mask'. "
+                   "Masked training with masks=predicted gives every class the segmenter's mask alike.")
+    return out
 
 
 def _detect_size(size: tuple[int, int]) -> tuple[int, int]:
