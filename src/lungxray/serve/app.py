@@ -9,8 +9,11 @@ forward pass and Grad-CAM), and ONNX Runtime sessions run concurrently.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import uuid
 from importlib import resources
 from typing import Any, Literal
 
@@ -28,6 +31,15 @@ from .images import FORMATS, UnsupportedMedia, b64, decode_upload, render_png
 log = logging.getLogger(__name__)
 
 MAX_BATCH_FILES = 16
+MAX_PIXELS = 4096 * 4096
+"""Largest image a request may hold (16.8 M pixels, a 4k radiograph): a 65 KB PNG can declare 8192x8192, whose
+decoding alone costs over a gigabyte; the header is read before any pixel is decoded."""
+MAX_CONCURRENT = 2
+"""Classifications running at once; more requests wait for a slot (memory stays bounded under load)."""
+QUEUE_SECONDS = 20.0
+"""How long a request waits for a slot before it gets 503 with Retry-After."""
+BODY_TIMEOUT_SECONDS = 30.0
+"""A request body that stops arriving for this long is answered with 408 and its connection closed."""
 _FORM_OVERHEAD = 64 * 1024
 """Room for multipart boundaries and form fields on top of the file-size limit."""
 _CHUNK = 1 << 20
@@ -41,14 +53,15 @@ class BodyLimit:
     count passes the limit. The application then sees a disconnected client and its own answer is dropped.
     """
 
-    def __init__(self, app, max_bytes: int, detail: str):
+    def __init__(self, app, max_bytes: int, detail: str, body_timeout: float = BODY_TIMEOUT_SECONDS):
         self.app = app
         self.max_bytes = int(max_bytes)
         self.detail = detail
+        self.body_timeout = float(body_timeout)
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"detail": self.detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _refuse(self, send, status: int = 413, detail: str | None = None) -> None:
+        body = json.dumps({"detail": detail or self.detail}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
@@ -68,7 +81,13 @@ class BodyLimit:
             nonlocal received, refused
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            try:
+                # A client that stops sending half-way would otherwise hold a connection and a worker forever.
+                message = await asyncio.wait_for(receive(), timeout=self.body_timeout)
+            except asyncio.TimeoutError:
+                refused = True
+                await self._refuse(send, 408, f"request body stalled for {self.body_timeout:g} s; send it again")
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -138,12 +157,29 @@ def _response(pred: Predictor, res: PredictionResult, cam: bool, overlay: bool) 
     return out
 
 
-def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
+def check_pixels(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse (413) a PNG/JPEG whose header declares more than `max_pixels`, before decoding a pixel."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception:  # not a PIL image (DICOM) or a broken header: the decoder reports it properly
+        return
+    if w * h > max_pixels:
+        raise HTTPException(413, f"{name}: image is {w}x{h} pixels, more than this server's limit of {max_pixels:,}; "
+                                 "send a downscaled image")
+
+
+def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: int = MAX_CONCURRENT,
+               queue_seconds: float = QUEUE_SECONDS, body_timeout: float = BODY_TIMEOUT_SECONDS) -> FastAPI:
     """The API and web page around a loaded predictor (load it once, with `cam=True` to offer Grad-CAM).
 
     Args:
         predictor: from `Predictor.load(...)`; shared by all requests.
         max_upload_mb: largest accepted request body (a batch's files together), in MiB.
+        max_concurrent: classifications at once; further requests wait up to `queue_seconds`, then get 503.
+        body_timeout: seconds a request body may stall before the request is answered with 408.
     """
     if max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
@@ -163,7 +199,8 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
         description=("COVID-19 / Normal / Viral Pneumonia chest X-ray classification. "
                      f"**{NOTICE}.** {INTENDED_USE}"),
     )
-    app.add_middleware(BodyLimit, max_bytes=limit + _FORM_OVERHEAD, detail=too_large)
+    app.add_middleware(BodyLimit, max_bytes=limit + _FORM_OVERHEAD, detail=too_large, body_timeout=body_timeout)
+    slots = asyncio.Semaphore(max(1, int(max_concurrent)))
     static = resources.files("lungxray") / "serve" / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -177,6 +214,25 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
     async def _user_error(request: Request, exc: LungxrayError):
         return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # Our bug, not the client's: JSON with an id to quote, the traceback in the server log under that id.
+        request_id = uuid.uuid4().hex[:12]
+        log.error("request %s %s failed (request id %s)", request.method, request.url.path, request_id, exc_info=exc)
+        return JSONResponse({"detail": f"internal error; the server log has the details under request id {request_id}",
+                             "request_id": request_id}, status_code=500)
+
+    async def classify_bounded(*args) -> dict:
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=queue_seconds)
+        except asyncio.TimeoutError:
+            raise HTTPException(503, f"server busy: {max_concurrent} classifications running and others waiting; "
+                                     "try again shortly", headers={"Retry-After": "5"}) from None
+        try:
+            return await run_in_threadpool(classify, *args)
+        finally:
+            slots.release()
+
     async def read_limited(upload: UploadFile) -> bytes:
         chunks, n = [], 0
         while chunk := await upload.read(_CHUNK):
@@ -187,6 +243,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
         return b"".join(chunks)
 
     def classify(data: bytes, name: str, cam: bool, masks: str, overlay: bool) -> dict:
+        check_pixels(data, name)
         image, rgb = decode_upload(data, name)
         res = pred.predict_array(image, name=name, masks=masks, cam=cam, rgb=rgb)
         return _response(pred, res, cam, overlay)
@@ -228,7 +285,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
     ):
         cam, masks = options(cam_q, cam_f, masks_q, masks_f)
         data = await read_limited(file)
-        return await run_in_threadpool(classify, data, file.filename or "upload", cam, masks, overlay)
+        return await classify_bounded(data, file.filename or "upload", cam, masks, overlay)
 
     @app.post(
         "/v1/predict/batch",
@@ -251,9 +308,13 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20) -> FastAPI:
             name = upload.filename or "upload"
             data = await read_limited(upload)
             try:
-                results.append({"file": name, **await run_in_threadpool(classify, data, name, cam, masks, overlay)})
+                results.append({"file": name, **await classify_bounded(data, name, cam, masks, overlay)})
             except LungxrayError as exc:
                 results.append({"file": name, "error": {"status": _status_of(exc), "detail": str(exc)}})
+            except HTTPException as exc:
+                if exc.status_code == 503:
+                    raise
+                results.append({"file": name, "error": {"status": exc.status_code, "detail": exc.detail}})
         n_failed = sum("error" in r for r in results)
         return {"results": results, "n_ok": len(results) - n_failed, "n_failed": n_failed,
                 "model": _model_label(pred), "notice": NOTICE}
