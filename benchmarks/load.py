@@ -2,6 +2,7 @@
 
     python benchmarks/load.py                          # shipped model, torch then onnx, 8 clients, 200 requests
     python benchmarks/load.py --model runs/cnn --runtime onnx --clients 16 --requests 500
+    python benchmarks/load.py --runtime torch --clients 16 --big-uploads   # also: memory for 8192^2 uploads
 
 Each runtime gets its own server (`python -m lungxray serve` on 127.0.0.1 and a free port). Clients post the
 bundled sample PNGs (single-image POST /v1/predict, round robin) over keep-alive connections. Prints p50 / p95 /
@@ -117,6 +118,50 @@ def run_load(port: int, bodies: list[tuple[bytes, str]], clients: int, requests:
     return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - t0}
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MiB, from /proc (Linux)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def big_uploads(port: int, pid: int) -> None:
+    """Peak server memory above idle for one and for four concurrent 8192x8192 PNG uploads (65 KB each)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8192, 8192)).save(buf, "PNG")
+    body = multipart("big.png", buf.getvalue())
+    idle, _ = memory_mb(pid)
+    for n in (1, 4):
+        statuses: list[int] = []
+
+        def one() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("POST", "/v1/predict", body=body[0], headers={"Content-Type": body[1]})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+            conn.close()
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        _, peak = memory_mb(pid)
+        print(f"  {n} concurrent 8192x8192 upload(s) ({len(buf.getvalue()) // 1024} KB each): HTTP {sorted(statuses)} "
+              f"in {wall:.2f} s; server peak RSS {peak:.0f} MiB, {max(0.0, peak - idle):.0f} MiB above idle ({idle:.0f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="run folder or .safetensors (default: the shipped model)")
@@ -125,6 +170,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10, help="requests sent first and not counted")
     ap.add_argument("--startup-timeout", type=float, default=180)
+    ap.add_argument("--big-uploads", action="store_true",
+                    help="also measure server memory for one and four concurrent 8192x8192 PNG uploads")
     args = ap.parse_args()
 
     images = sorted(SAMPLE.glob("*/images/*.png"))
@@ -141,6 +188,9 @@ def main() -> None:
             conn.request("GET", "/health")
             health = json.loads(conn.getresponse().read())
             run_load(port, bodies, 1, args.warmup)
+            if args.big_uploads:
+                print(f"runtime {runtime}: memory (peak RSS counts since the server started, warm-up included)")
+                big_uploads(port, proc.pid)
             res = run_load(port, bodies, args.clients, args.requests)
         finally:
             stop_server(proc)
