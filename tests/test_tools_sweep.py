@@ -44,6 +44,10 @@ def test_summarize_reports_lowest_val_loss(tmp_path):
     lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "| 0.2000 | 2 | 80.0% |" in lines["a"]
     assert "| 0.1000 | 3 | 90.0% |" in lines["b"]
+    # --at-epoch compares runs at one point of their schedules (runs cut short at different epochs)
+    table = _run(ROOT / "tools/sweep/summarize.py", tmp_path, "--at-epoch", 2, cwd=tmp_path).stdout
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert lines["a"].rstrip().endswith("| 0.2000 | 80.0% |") and lines["b"].rstrip().endswith("| 0.3500 | 80.0% |")
 
 
 def test_pair_check_averages_on_validation_and_counts_shared_test_errors(tmp_path):
