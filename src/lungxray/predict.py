@@ -833,31 +833,15 @@ def _csv_text(rows: list[dict], classes: list[str]) -> str:
     return buf.getvalue()
 
 
-def predict_to_folder(
-    paths: Sequence[str | Path],
-    out: str | Path = "test_results",
-    model: str | Path | None = None,
-    masks: str = "auto",
-    mask_dir: str | Path | None = None,
-    cam: bool = False,
-    batch_size: int = 16,
-    overwrite: bool = False,
-    overlays: bool = True,
-    device: str = "cpu",
-    progress: bool = False,
-    predictor: Predictor | None = None,
-    resume: bool = False,
-    workers: int = 0,
-) -> "PredictionRun":
-    """Classify files into folder `out` (see `_predict_to_folder` for what is written and when).
+def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_results", model: str | Path | None = None,
+                      **options) -> "PredictionRun":
+    """Classify files into folder `out`; `options` and what is written are those of `_predict_to_folder`.
 
     The folder is checked for writing before the model loads, and locked while the run writes it: a second
     run aimed at the same folder is refused instead of silently replacing this run's rows."""
     check_output_folder(out)
     with output_lock(out, "predict"):
-        return _predict_to_folder(paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size,
-                                  overwrite=overwrite, overlays=overlays, device=device, progress=progress,
-                                  predictor=predictor, resume=resume, workers=workers)
+        return _predict_to_folder(paths, out, model, **options)
 
 
 def _predict_to_folder(
