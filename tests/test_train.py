@@ -195,3 +195,25 @@ def test_history_logs_the_learning_rate_each_epoch_used(split_csv, tmp_path):
     lrs = [float(h["lr"]) for h in _history(run)]
     assert all(0 < lr <= 1e-3 * (1 + 1e-9) for lr in lrs)
     assert lrs[-1] < 1e-6 < lrs[1]
+
+
+def test_ema_weights_are_the_ones_checkpointed_and_resume_exactly(split_csv, tmp_path):
+    cfg = _cfg(epochs=2, augment=True, ema=0.9)
+    full = train(cfg, SAMPLE, tmp_path / "full", split_csv, progress=False)
+    state = load_state(full / "state.pt")
+    ema_weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    last, _ = load_checkpoint(full, "last")
+    saved = last.state_dict()
+    # The checkpoint holds the average, not the raw weights the optimiser last wrote.
+    assert all(torch.equal(saved[k], ema_weights[k]) for k in saved)
+    assert any(not torch.equal(saved[k], state["model"][k]) for k in saved if saved[k].is_floating_point())
+    part = train(_cfg(epochs=1, augment=True, ema=0.9), SAMPLE, tmp_path / "part", split_csv, progress=False)
+    resumed = train(cfg, SAMPLE, part, None, resume=True, progress=False)
+    key = lambda h: [(r["epoch"], r["train_loss"], r["val_loss"], r["val_acc"]) for r in h]
+    assert key(_history(resumed)) == key(_history(full))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2])
+def test_ema_decay_out_of_range_is_refused(bad):
+    with pytest.raises(ConfigError, match="ema"):
+        _cfg(ema=bad)

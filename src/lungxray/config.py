@@ -61,6 +61,9 @@ class TrainConfig:
     """Strength of random gamma/contrast/brightness (0 = off)."""
     class_weighting: bool = False
     label_smoothing: float = 0.0
+    ema: float = 0.0
+    """Exponential moving average of the weights, decay per optimiser step (0 = off; e.g. 0.998). When on, the
+    averaged weights are the ones validated, checkpointed and shipped."""
     pretrained: str = ""
     """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet" ("" = random)."""
     calibrate: bool = True
@@ -88,6 +91,8 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "l2", "label_smoothing"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        if not 0.0 <= float(self.ema) < 1.0:
+            raise ConfigError(f"ema must be in [0, 1) (a decay per step, 0 = off), got {self.ema}")
         _choice("device", self.device, ("cpu", "cuda", "auto"))
         if self.masks == "none" and (self.lung_crop or self.mask_dilate):
             raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")

@@ -222,8 +222,13 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     weights = class_weights(labels[train_idx], len(split.classes)).to(device) if cfg.class_weighting else None
     history: list[dict] = []
     start_epoch, best_loss, bad_epochs = 1, float("inf"), 0
+    ema = _ema_model(model, cfg.ema) if cfg.ema else None
     if state is not None:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ConfigError(f"{out}/state.pt holds no weight average, but the run's config has ema = {cfg.ema}")
+            ema.load_state_dict(state["ema"])
         opt = _optimizer(cfg, model)  # re-bind to the loaded parameters' device/layout
         sched = _scheduler(cfg, opt, steps_per_epoch)
         opt.load_state_dict(state["optimizer"])
@@ -258,6 +263,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             "epoch": epoch,
             "model": weights,
             "model_sha256": tensors_digest(weights),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
             "data_fingerprint": split.fingerprint,
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
@@ -315,6 +321,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 total.backward()
                 lr_used = opt.param_groups[0]["lr"]  # what this step uses (one-cycle moves it after every step)
                 opt.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 if cfg.scheduler == "onecycle":
                     sched.step()
                 seen += len(y)
@@ -324,7 +332,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             train_seconds = time.perf_counter() - t0
             # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
             my_val = ctx.shard(val_idx)
-            val_logits = torch.from_numpy(predict_logits(model, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size),
+            scored = ema.module if ema is not None else model  # the weights that are checkpointed
+            val_logits = torch.from_numpy(predict_logits(scored, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size),
                                                         view=view))
             y_val = torch.from_numpy(labels[my_val])
             v_loss_sum = float(F.cross_entropy(val_logits, y_val, reduction="sum")) if len(my_val) else 0.0
@@ -359,8 +368,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             best_loss, bad_epochs = (val_loss, 0) if improved else (best_loss, bad_epochs + 1)
             if ctx.is_main:  # one writer; every rank holds identical weights after the all-reduced steps
                 if improved:
-                    save_checkpoint(out / "best", model, meta)
-                save_checkpoint(out / "last", model, meta)
+                    save_checkpoint(out / "best", scored, meta)
+                save_checkpoint(out / "last", scored, meta)
                 _write_history(out / "history.csv", history)
                 save_state(epoch)
             msg = (f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
@@ -379,6 +388,13 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         _finish(out, model, history, best_loss)
     ctx.barrier()
     return out
+
+
+def _ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """A copy of `model` whose weights (and batch-norm statistics) follow an exponential moving average."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
