@@ -3,6 +3,7 @@
     python benchmarks/load.py                          # shipped model, torch then onnx, 8 clients, 200 requests
     python benchmarks/load.py --model runs/cnn --runtime onnx --clients 16 --requests 500
     python benchmarks/load.py --runtime torch --clients 16 --big-uploads   # also: memory for 8192^2 uploads
+    python benchmarks/load.py --runtime torch --half-open 250   # also: connections that never finish their headers
 
 Each runtime gets its own server (`python -m lungxray serve` on 127.0.0.1 and a free port). Clients post the
 bundled sample PNGs (single-image POST /v1/predict, round robin) over keep-alive connections. Prints p50 / p95 /
@@ -162,6 +163,40 @@ def big_uploads(port: int, pid: int) -> None:
               f"in {wall:.2f} s; server peak RSS {peak:.0f} MiB, {max(0.0, peak - idle):.0f} MiB above idle ({idle:.0f})")
 
 
+def half_open(port: int, n: int, wait: float) -> None:
+    """Open `n` connections that send half a request line and headers, then count how many the server has closed
+    after `wait` seconds (the server's header deadline is 10 s)."""
+    import selectors
+
+    conns = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+        c.setblocking(False)
+        conns.append(c)
+    t0 = time.perf_counter()
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c, selectors.EVENT_READ)
+    closed, answers = set(), set()
+    while len(closed) < n and time.perf_counter() - t0 < wait:
+        for key, _ in sel.select(timeout=0.5):
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:
+                data = b""
+            if data.startswith(b"HTTP/1.1 "):
+                answers.add(data[9:12].decode())
+            if not data:
+                closed.add(key.fileobj)
+                sel.unregister(key.fileobj)
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    print(f"  {n} connections that never finish their headers: {len(closed)} closed by the server within "
+          f"{elapsed:.1f} s (HTTP {', '.join(sorted(answers)) or 'none'} sent), {n - len(closed)} still open")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="run folder or .safetensors (default: the shipped model)")
@@ -172,6 +207,8 @@ def main() -> None:
     ap.add_argument("--startup-timeout", type=float, default=180)
     ap.add_argument("--big-uploads", action="store_true",
                     help="also measure server memory for one and four concurrent 8192x8192 PNG uploads")
+    ap.add_argument("--half-open", type=int, default=0, metavar="N",
+                    help="also open N connections that never finish their headers and count those the server closes")
     args = ap.parse_args()
 
     images = sorted(SAMPLE.glob("*/images/*.png"))
@@ -191,6 +228,9 @@ def main() -> None:
             if args.big_uploads:
                 print(f"runtime {runtime}: memory (peak RSS counts since the server started, warm-up included)")
                 big_uploads(port, proc.pid)
+            if args.half_open:
+                print(f"runtime {runtime}: slow clients")
+                half_open(port, args.half_open, wait=30.0)
             res = run_load(port, bodies, args.clients, args.requests)
         finally:
             stop_server(proc)

@@ -191,6 +191,20 @@ def test_page_and_docs_are_served(client):
     assert {"/health", "/v1/model", "/v1/predict", "/v1/predict/batch"} <= set(client.get("/openapi.json").json()["paths"])
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_need_no_other_host(client, page):
+    import re
+
+    html = client.get(page)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html.text)
+    assert any(u.endswith(".js") for u in urls)
+    for url in urls:
+        assert not re.match(r"(https?:)?//", url), f"{page} loads {url} from another host"
+        assert client.get(url).status_code == 200, url  # every asset it names is served here
+    assert "/openapi.json" in html.text
+
+
 # ------------------------------------------------------------------------------------- concurrency
 def test_concurrent_requests_agree(client):
     images = {p.name: p.read_bytes() for p in (PNG, OTHER)}

@@ -97,3 +97,86 @@ def test_a_stalled_request_body_gets_408() -> None:
     asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout=5))
     assert sent[0]["status"] == 408
     assert "stalled" in json.loads(sent[1]["body"])["detail"]
+
+
+@pytest.fixture()
+def slow_header_server():
+    """A real uvicorn server (h11 with lungxray's header deadline of 0.5 s) around a two-route app."""
+    import socket
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from lungxray.serve.run import header_timeout_protocol
+
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping():
+        return {"ok": True}
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(1.2)  # handling may outlast the header deadline
+        return {"ok": "slow"}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", http=header_timeout_protocol(0.5), timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(5)
+
+
+def _read_all(conn, limit: float = 4.0) -> bytes:
+    conn.settimeout(limit)
+    data = b""
+    try:
+        while chunk := conn.recv(4096):
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+def _read_response(conn) -> bytes:
+    conn.settimeout(4)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += conn.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_connection_that_never_finishes_its_headers_gets_408_and_is_closed(slow_header_server) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", slow_header_server)) as idle, \
+            socket.create_connection(("127.0.0.1", slow_header_server)) as partial:
+        partial.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")  # no blank line: the headers never end
+        t0 = time.monotonic()
+        for conn in (idle, partial):
+            answer = _read_all(conn)
+            assert answer.startswith(b"HTTP/1.1 408") and b"not received in time" in answer
+        assert time.monotonic() - t0 < 3.5  # closed by the deadline, not by the read timeout
+
+
+def test_the_header_deadline_spares_requests_in_progress_and_kept_alive_connections(slow_header_server) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", slow_header_server)) as conn:
+        conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")  # handled for 1.2 s, past the 0.5 s deadline
+        first = _read_response(conn)
+        assert first.startswith(b"HTTP/1.1 200") and b'"slow"' in first
+        time.sleep(0.3)  # kept alive, then a second request within the new deadline
+        conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = _read_response(conn)
+        assert second.startswith(b"HTTP/1.1 200") and b'"ok":true' in second

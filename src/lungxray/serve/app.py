@@ -171,6 +171,30 @@ def check_pixels(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
                                  "send a downscaled image")
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """/docs and /redoc with Swagger UI and ReDoc served by this server (assets from the fastapi-offline package),
+    so the API documentation works on a machine with no internet access."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+                              redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/docs-assets/favicon.png", with_google_fonts=False)
+
+
 def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: int = MAX_CONCURRENT,
                queue_seconds: float = QUEUE_SECONDS, body_timeout: float = BODY_TIMEOUT_SECONDS) -> FastAPI:
     """The API and web page around a loaded predictor (load it once, with `cam=True` to offer Grad-CAM).
@@ -194,6 +218,8 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
             log.warning("%s", exc)
 
     app = FastAPI(
+        docs_url=None,  # served below from packaged assets: the defaults load Swagger UI and ReDoc from a CDN
+        redoc_url=None,
         title="lungxray",
         version=__version__,
         description=("COVID-19 / Normal / Viral Pneumonia chest X-ray classification. "
@@ -203,6 +229,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
     slots = asyncio.Semaphore(max(1, int(max_concurrent)))
     static = resources.files("lungxray") / "serve" / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _offline_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
