@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .progress import bar as progress_bar
 from .data.api import load_split
 from .errors import ConfigError, DatasetError
 from .inference import load_batch
@@ -34,7 +35,8 @@ from .utils import write_json
 MaskFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskFn | None) -> tuple[np.ndarray, list[str]]:
+def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskFn | None,
+                progress: bool = False) -> tuple[np.ndarray, list[str]]:
     """(N, H, W) float masks at the cache size: provided ones where present (unless source == "predicted")."""
     prep = data_split.prepared
     out = np.zeros((len(idx), *prep.size), dtype=np.float32)
@@ -56,7 +58,7 @@ def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskFn | No
             seg = Segmenter.load()
             segmenter = lambda imgs: np.stack(seg.predict(list(imgs)))  # noqa: E731
         images = np.asarray(prep.images[prep.image_rows[idx[need]]], dtype=np.float32) / 255.0
-        for start in range(0, len(need), 32):
+        for start in progress_bar(range(0, len(need), 32), desc="segmenting", unit="batch", enabled=progress):
             chunk = need[start : start + 32]
             out[chunk] = segmenter(images[start : start + len(chunk)]).astype(np.float32)
     return out, origin
@@ -95,7 +97,7 @@ def audit_run(
     y = ds.labels()[idx]
     if masks == "auto" and meta.get("masks") == "predicted":
         masks = "predicted"  # a model trained on predicted masks is audited with the masks it sees in use
-    lung, origin = _lung_masks(ds, idx, masks, segmenter)
+    lung, origin = _lung_masks(ds, idx, masks, segmenter, progress)
     temperature = float(meta.get("temperature", 1.0))
     cam = make_gradcam(model, model.spec.cam_layer) if model.spec.cam_layer else None
 
@@ -104,7 +106,7 @@ def audit_run(
     names = ("model_input", "lungs_removed", "lung_texture_removed") if masked else ("full", "lungs_only", "lungs_removed")
     preds: dict[str, list] = {k: [] for k in names}
     cam_mass, lung_share = [], []
-    for start in range(0, len(idx), batch_size):
+    for start in progress_bar(range(0, len(idx), batch_size), desc=f"auditing {split}", unit="batch", enabled=progress):
         sl = slice(start, start + batch_size)
         x = load_batch(ds, idx[sl], "none")
         m = torch.from_numpy(lung[sl]).unsqueeze(1)

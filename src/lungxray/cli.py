@@ -109,7 +109,7 @@ def data_inspect(path: str, classes: str | None, max_distance: int, as_json: boo
     """Summarise a COVID-19 Radiography Database folder (or any parent of it)."""
     from .data import inspect_dataset
 
-    rep = inspect_dataset(path, _parse_classes(classes), max_distance=max_distance, progress=sys.stderr.isatty())
+    rep = inspect_dataset(path, _parse_classes(classes), max_distance=max_distance, progress=True)
     if as_json:
         click.echo(json.dumps(rep, indent=2))
     else:
@@ -133,7 +133,7 @@ def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_dis
 
     res = split_dataset(
         path, out, _parse_classes(classes), (1 - val_frac - test_frac, val_frac, test_frac), seed, per_class,
-        max_distance, overwrite=overwrite, progress=sys.stderr.isatty(),
+        max_distance, overwrite=overwrite, progress=True,
     )
     counts = res.counts()
     click.echo(f"{'class':<16} {'train':>6} {'val':>6} {'test':>6}")
@@ -248,7 +248,7 @@ def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwri
     """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
     from .evaluate import evaluate_run
 
-    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=sys.stderr.isatty(),
+    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=True,
                      overwrite=overwrite, masks=masks)
     lo, hi = m["accuracy_ci"]
     click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "
@@ -299,9 +299,9 @@ def demo_cmd(out, pipeline) -> None:
     from .demo import run_demo, run_pipeline_demo
 
     if pipeline:
-        run_pipeline_demo(out or "runs/demo", echo=click.echo, progress=sys.stderr.isatty())
+        run_pipeline_demo(out or "runs/demo", echo=click.echo, progress=True)
     else:
-        run_demo(out or "test_results", echo=click.echo, progress=sys.stderr.isatty())
+        run_demo(out or "test_results", echo=click.echo, progress=True)
 
 
 @main.command("audit")
@@ -316,7 +316,7 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
     """Shortcut audit: accuracy with lungs removed / kept, Grad-CAM mass inside the lungs."""
     from .audit import audit_run
 
-    r = audit_run(run, data, split_name, out, masks, progress=sys.stderr.isatty(), overwrite=overwrite)
+    r = audit_run(run, data, split_name, out, masks, progress=True, overwrite=overwrite)
     for k, v in r["accuracy"].items():
         lo, hi = r["accuracy_ci95"][k]
         auc = r["covid_vs_rest_auc"][k]
@@ -365,7 +365,7 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     try:
         res = predict_to_folder(
             paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
-            overlays=not no_overlay, device=device, progress=sys.stderr.isatty(), predictor=predictor,
+            overlays=not no_overlay, device=device, progress=True, predictor=predictor,
             resume=resume, workers=workers,
         )
     except KeyboardInterrupt:
@@ -460,7 +460,7 @@ def calibrate_cmd(run, data) -> None:
     """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
     from .train import calibrate_existing
 
-    meta = calibrate_existing(run, data, progress=sys.stderr.isatty())
+    meta = calibrate_existing(run, data, progress=True)
     c = meta["calibration"]
     click.echo(f"temperature {meta['temperature']:.3f}: validation ECE {c['val_ece_before']:.4f} -> {c['val_ece_after']:.4f} "
                f"({c['n']} images)")

@@ -79,7 +79,8 @@ def evaluate_run(
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
     check_masks(data_split, idx, masks)
-    logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta))
+    logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta), progress=progress,
+                            desc=f"scoring {split}")
     temperature = float(meta.get("temperature", 1.0))
     probs = softmax(logits, temperature)
     y = data_split.labels()[idx]

@@ -47,11 +47,18 @@ def iter_batches(data: SplitData, idx: np.ndarray, masks: str, batch_size: int, 
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, data: SplitData, idx: np.ndarray, masks: str, batch_size: int = 64, **kw) -> np.ndarray:
-    """Logits (N, C) for dataset rows `idx`, in order."""
+def predict_logits(model: torch.nn.Module, data: SplitData, idx: np.ndarray, masks: str, batch_size: int = 64,
+                   progress: bool = False, desc: str = "scoring", **kw) -> np.ndarray:
+    """Logits (N, C) for dataset rows `idx`, in order (with `progress`, a bar counting images)."""
+    from .progress import bar
+
     model.eval()
     device = next(model.parameters()).device
-    out = [model(x.to(device)).float().cpu() for _, x in iter_batches(data, idx, masks, batch_size, **kw)]
+    out = []
+    with bar(total=len(idx), desc=desc, unit="img", enabled=progress) as shown:
+        for chunk, x in iter_batches(data, idx, masks, batch_size, **kw):
+            out.append(model(x.to(device)).float().cpu())
+            shown.update(len(chunk))
     if not out:
         return np.zeros((0, len(getattr(model, "classes", ()))), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -575,7 +575,7 @@ class Predictor:
         release the GIL), at most `max(2 * workers, batch_size)` files ahead; results, their order and
         the batches the model sees are the same as with 0 (everything in this thread).
         """
-        from tqdm import tqdm
+        from .progress import bar as progress_bar
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -589,7 +589,7 @@ class Predictor:
         start = len(skips)
         batch: list[_Item] = []
         ready = self._read_ahead(files, workers, batch_size)
-        for f, got in tqdm(ready, total=len(files), desc="predicting", unit="img", disable=not progress, leave=False):
+        for f, got in progress_bar(ready, total=len(files), desc="predicting", unit="img", enabled=progress):
             if isinstance(got, str):
                 self._skip(skips, start, str(f.path), got)
                 continue

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
+from .progress import bar as progress_bar
 from .checkpoint import load_checkpoint, load_state, save_checkpoint, tensors_digest, verify_state
 from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
@@ -293,8 +294,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             model.train()
             seen, loss_sum, correct = 0, 0.0, 0
             lr_used = opt.param_groups[0]["lr"]
-            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                       disable=not progress, leave=False)
+            bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
+                               unit="batch", enabled=progress)
             for start in bar:
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < ctx.world:

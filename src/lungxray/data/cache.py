@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from ..progress import bar as progress_bar
 
 from ..errors import ImageReadError
 from ..utils import atomic_write_text
@@ -185,7 +185,7 @@ def prepare(
     with _locked(folder):
         img_store = ArrayStore(folder / "images", size)
         mask_store = ArrayStore(folder / "masks", size)
-        bar = tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False)
+        bar = progress_bar(samples, desc=desc, unit="img", enabled=progress)
         for i, s in enumerate(bar):
             path = root / s.path
             try:
@@ -257,7 +257,7 @@ def predicted_masks(prep: Prepared, segmenter, fingerprint: str, cache_dir: str 
             if prep.digests[i] not in store:
                 first.setdefault(prep.digests[i], int(i))
         unique = list(first)
-        bar = tqdm(range(0, len(unique), batch_size), desc="segmenting", unit="batch", disable=not progress, leave=False)
+        bar = progress_bar(range(0, len(unique), batch_size), desc="segmenting", unit="batch", enabled=progress)
         for start in bar:
             keys = unique[start : start + batch_size]
             imgs = np.stack([np.asarray(prep.images[prep.image_rows[first[k]]], dtype=np.float32) / 255.0 for k in keys])

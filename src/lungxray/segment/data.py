@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ..progress import bar as progress_bar
 
 from ..data.discovery import IMAGE_DIRS, MASK_DIRS, is_image_file
 from ..data.hashing import dhash, group_near_duplicates, near_duplicate_pairs
@@ -103,7 +103,7 @@ def read_pair(pair: MaskPair, size: tuple[int, int]) -> tuple[np.ndarray, np.nda
 def load_pairs(pairs: list[MaskPair], size: tuple[int, int], progress: bool = True, desc: str = "reading pairs") -> PairSet:
     """Decode every pair into memory (a few thousand 256x256 pairs are ~130 MB); unreadable pairs are skipped and listed."""
     kept, images, masks, hashes, skipped = [], [], [], [], []
-    for pair in tqdm(pairs, desc=desc, unit="pair", disable=not progress, leave=False):
+    for pair in progress_bar(pairs, desc=desc, unit="pair", enabled=progress):
         try:
             img, mask, h = read_pair(pair, size)
         except (ImageReadError, OSError) as exc:

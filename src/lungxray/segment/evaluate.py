@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
+from ..progress import bar as progress_bar
 
 from ..data.io import read_image, read_mask
 from ..errors import ImageReadError
@@ -21,7 +21,7 @@ def evaluate_pairs(seg: Segmenter, pairs: list[MaskPair], progress: bool = True,
         HD95 is in pixels of the reference grid.
     """
     rows, skipped = [], []
-    bar = tqdm(total=len(pairs), desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(pairs), desc=desc, unit="img", enabled=progress)
     for start in range(0, len(pairs), chunk):
         images, refs, keys = [], [], []
         for pair in pairs[start : start + chunk]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from ..progress import bar as progress_bar
 
 from ..data.discovery import MASK_DIRS, scan_dataset
 from ..data.io import read_image
@@ -89,7 +89,7 @@ def fill_masks(
         from .inference import Segmenter
 
         segmenter = Segmenter.load()
-    bar = tqdm(total=len(report.planned), desc="predicting masks", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(report.planned), desc="predicting masks", unit="img", enabled=progress)
     for start in range(0, len(report.planned), batch_size):
         chunk = report.planned[start : start + batch_size]
         images, targets = [], []

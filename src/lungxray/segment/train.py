@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.transforms import random_affined, random_intensity
+from ..progress import bar as progress_bar
 from ..errors import ConfigError
 from ..utils import atomic_write_text, write_json
 from .data import PairSet, find_pairs, holdout_split, load_pairs
@@ -288,8 +289,8 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
         order = torch.randperm(len(train_set), generator=gen).numpy()
         model.train()
         seen, loss_sum = 0, 0.0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                           enabled=progress)
         for start in bar:
             idx = np.sort(order[start : start + cfg.batch_size])
             batch = _batch(train_set, idx)
