@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,5 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# A wheel with the shipped weights, built from this tree with the venv's setuptools (no download).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation --quiet -w dist .
+	@ls dist/lungxray-*.whl
+
 clean:
-	rm -rf $(VENV) runs test_results .pytest_cache
+	rm -rf $(VENV) runs test_results .pytest_cache build dist
