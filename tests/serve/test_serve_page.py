@@ -60,14 +60,20 @@ def live_server(tiny_run):
     sock.close()
 
 
-def test_upload_shows_prediction_bars_and_notice(live_server, tmp_path):
+def test_several_uploads_show_one_card_each_in_the_two_line_format(live_server, tmp_path):
+    from PIL import Image
+
     sync_playwright, expect = _playwright()
     url, pred = live_server
     expected = next(pred.predict_paths([PNG]))
+    flat = tmp_path / "flat.png"  # a uniform grey square: the OOD guard flags it
+    Image.new("L", (256, 256), 128).save(flat)
+    bad = tmp_path / "notes.png"  # a text file named .png
+    bad.write_text("not an x-ray\n")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 820})
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
             page_errors: list[str] = []
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             page.goto(url + "/")
@@ -75,34 +81,53 @@ def test_upload_shows_prediction_bars_and_notice(live_server, tmp_path):
             expect(page.locator("#notice")).to_contain_text("not a medical device")
             expect(page.locator("#model")).to_contain_text("cnn")
 
-            page.set_input_files("#file", str(PNG))
-            expect(page.locator("#prediction")).to_have_text(expected.prediction, timeout=15000)
-            rows = page.locator("#bars .bar-row")
+            page.set_input_files("#file", [str(PNG), str(flat), str(bad)])
+            cards = page.locator("#results .card")
+            expect(cards).to_have_count(3)
+            expect(page.locator("#busy")).to_be_hidden(timeout=30000)
+            assert [cards.nth(i).get_attribute("data-file") for i in range(3)] == [PNG.name, "flat.png", "notes.png"]
+
+            # 1: the study's two lines, then the bars
+            first = cards.nth(0)
+            expect(first.locator(".prediction")).to_have_text(expected.prediction)
+            expect(first.locator(".probability")).to_have_text(f"{100 * expected.probability:.1f}%")
+            lines = first.locator(".answer .line:visible").all_inner_texts()
+            assert lines == [f"Prediction: {expected.prediction}", f"Probability: {100 * expected.probability:.1f}%"]
+            rows = first.locator(".bar-row")
             expect(rows).to_have_count(3)
             assert rows.locator(".bar-name").all_text_contents() == pred.classes
             shown = [float(t.rstrip("%")) for t in rows.locator(".bar-value").all_text_contents()]
             assert shown == pytest.approx([100 * expected.probabilities[c] for c in pred.classes], abs=0.051)
-            expect(page.locator(f'#bars .bar-row.top[data-class="{expected.prediction}"]')).to_have_count(1)
-            width = page.locator("#bars .bar-row.top .bar-fill").evaluate("e => e.getBoundingClientRect().width")
-            assert width > 0
-            assert page.locator("#xray").evaluate("img => img.complete && img.naturalWidth") > 0
-            expect(page.locator("#tab-cam")).to_have_attribute("aria-selected", "true")
+            expect(first.locator(f'.bar-row.top[data-class="{expected.prediction}"]')).to_have_count(1)
+            assert first.locator(".bar-row.top .bar-fill").evaluate("e => e.getBoundingClientRect().width") > 0
+            assert first.locator(".xray").evaluate("img => img.complete && img.naturalWidth") > 0
+            expect(first.locator(".tab-cam")).to_have_attribute("aria-selected", "true")
+
+            # 2: out of distribution: the warning instead of a probability and bars
+            second = cards.nth(1)
+            expect(second.locator(".ood")).to_be_visible()
+            expect(second.locator(".ood")).to_contain_text("no probability is shown")
+            expect(second.locator(".bars")).to_be_hidden()
+            expect(second.locator(".probability-line")).to_be_hidden()
+            assert "%" not in second.locator(".answer").inner_text()
+
+            # 3: unreadable: a readable message in its card, never raw JSON; the other cards stay
+            third = cards.nth(2)
+            expect(third.locator(".card-error")).to_be_visible()
+            expect(third.locator(".card-error")).to_contain_text("not an X-ray image")
+            assert "{" not in third.locator(".card-error").inner_text()
+            expect(third.locator(".answer")).to_be_hidden()
+
             shot = tmp_path / "webpage.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
             if SCREENSHOT_COPY:
                 shutil.copy(shot, SCREENSHOT_COPY)
 
-            # a text file named .png: a readable message in the page, never raw JSON
-            bad = tmp_path / "notes.png"
-            bad.write_text("not an x-ray\n")
-            page.set_input_files("#file", str(bad))
-            error = page.locator("#error")
-            expect(error).to_be_visible()
-            expect(error).to_contain_text("not an X-ray image")
-            assert "{" not in error.inner_text()
-            expect(page.locator("#result")).to_be_hidden()
-            page.screenshot(path=str(tmp_path / "webpage-error.png"), full_page=True)
+            # A new selection replaces the grid.
+            page.set_input_files("#file", str(PNG))
+            expect(cards).to_have_count(1)
+            expect(cards.nth(0).locator(".prediction")).to_have_text(expected.prediction)
             assert not page_errors, page_errors
         finally:
             browser.close()

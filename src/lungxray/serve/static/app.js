@@ -1,8 +1,8 @@
-// lungxray web page: upload one X-ray to /v1/predict and show the answer. No framework, no build step.
+// lungxray web page: upload X-rays to /v1/predict and show one card per image. No framework, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { maxUploadMb: 20, camAvailable: false, request: 0, images: {} };
+const state = { maxUploadMb: 20, camAvailable: false, request: 0 };
 
 function showError(message) {
   const box = $("error");
@@ -58,8 +58,7 @@ function pct(p) {
   return `${(100 * p).toFixed(1)}%`;
 }
 
-function renderBars(probabilities, prediction) {
-  const bars = $("bars");
+function renderBars(bars, probabilities, prediction) {
   bars.replaceChildren();
   for (const [name, p] of Object.entries(probabilities)) {
     const row = document.createElement("div");
@@ -83,71 +82,109 @@ function renderBars(probabilities, prediction) {
   }
 }
 
-function showView(which) {
-  const src = state.images[which];
-  if (!src) return;
-  $("xray").src = src;
-  $("tab-outline").setAttribute("aria-selected", String(which === "outline"));
-  $("tab-cam").setAttribute("aria-selected", String(which === "cam"));
-  $("caption").textContent = which === "cam"
+// One card per uploaded file, in the order chosen; filled in when its answer arrives.
+function newCard(fileName) {
+  const card = $("card-template").content.firstElementChild.cloneNode(true);
+  card.dataset.file = fileName;
+  card.querySelector(".file").textContent = fileName;
+  card.querySelector(".viewer").hidden = true;
+  $("results").appendChild(card);
+  return card;
+}
+
+function showView(card, images, mask, which) {
+  const q = (sel) => card.querySelector(sel);
+  if (!images[which]) return;
+  q(".xray").src = images[which];
+  q(".tab-outline").setAttribute("aria-selected", String(which === "outline"));
+  q(".tab-cam").setAttribute("aria-selected", String(which === "cam"));
+  q(".caption").textContent = which === "cam"
     ? "Grad-CAM for the predicted class: red = most influential on the network's output."
-    : state.mask ? `Green: lung outline (${state.mask} mask) the model saw.` : "The X-ray as the model received it (no lung mask used).";
+    : mask ? `Green: lung outline (${mask} mask) the model saw.` : "The X-ray as the model received it (no lung mask used).";
 }
 
-function renderResult(result, fileName) {
-  state.images = { outline: `data:image/png;base64,${result.overlay_png}` };
-  if (result.cam_png) state.images.cam = `data:image/png;base64,${result.cam_png}`;
-  state.mask = result.mask;
-  $("tab-outline").textContent = result.mask ? "X-ray + lung outline" : "X-ray";
-  $("tab-cam").disabled = !result.cam_png;
-  showView(result.cam_png ? "cam" : "outline");
-  $("filename").textContent = fileName;
-  $("prediction").textContent = result.prediction;
-  $("probability").textContent = `(${pct(result.probability)})`;
-  renderBars(result.probabilities, result.prediction);
-  const ood = $("ood");
-  if (result.ood && result.ood.flagged) {
-    ood.textContent = "This image does not look like the frontal chest X-rays the model was trained on; "
-      + "its prediction is not meaningful: " + result.ood.reasons.join("; ");
-    ood.hidden = false;
+function cardError(card, message) {
+  card.querySelector(".waiting").hidden = true;
+  const box = card.querySelector(".card-error");
+  box.textContent = message;
+  box.hidden = false;
+  card.classList.add("failed");
+}
+
+function renderCard(card, result) {
+  const q = (sel) => card.querySelector(sel);
+  const images = { outline: `data:image/png;base64,${result.overlay_png}` };
+  if (result.cam_png) images.cam = `data:image/png;base64,${result.cam_png}`;
+  q(".tab-outline").textContent = result.mask ? "X-ray + lung outline" : "X-ray";
+  q(".tab-cam").disabled = !result.cam_png;
+  q(".tab-outline").addEventListener("click", () => showView(card, images, result.mask, "outline"));
+  q(".tab-cam").addEventListener("click", () => showView(card, images, result.mask, "cam"));
+  showView(card, images, result.mask, result.cam_png ? "cam" : "outline");
+  q(".viewer").hidden = false;
+  q(".waiting").hidden = true;
+  const flagged = Boolean(result.ood && result.ood.flagged);
+  card.classList.toggle("flagged", flagged);
+  if (flagged) {
+    // A probability next to this warning would still be read as an answer: show the warning instead.
+    q(".prediction").textContent = "none (see the warning)";
+    q(".ood").textContent = "This image does not look like the frontal chest X-rays the model was trained on, "
+      + "so no probability is shown: " + result.ood.reasons.join("; ");
+    q(".ood").hidden = false;
+    q(".probability-line").hidden = true;
+    q(".bars").hidden = true;
   } else {
-    ood.hidden = true;
+    q(".prediction").textContent = result.prediction;
+    q(".probability").textContent = pct(result.probability);
+    renderBars(q(".bars"), result.probabilities, result.prediction);
   }
-  $("result").hidden = false;
+  q(".answer").hidden = false;
 }
 
-async function classify(file) {
-  clearError();
-  if (!file) return;
+async function classifyOne(file, card, cam, request) {
   if (file.size > state.maxUploadMb * 1024 * 1024) {
-    showError(`The file is too large: ${(file.size / 1048576).toFixed(1)} MB; the limit is ${state.maxUploadMb} MB.`);
+    cardError(card, `The file is too large: ${(file.size / 1048576).toFixed(1)} MB; the limit is ${state.maxUploadMb} MB.`);
     return;
   }
-  const request = ++state.request;
   const form = new FormData();
   form.append("file", file, file.name);
-  const cam = $("opt-cam").checked && state.camAvailable;
-  $("busy").hidden = false;
   try {
     const response = await fetch(`/v1/predict?overlay=true&cam=${cam}`, { method: "POST", body: form });
-    if (request !== state.request) return; // a newer upload has started
+    if (request !== state.request) return; // a newer selection replaced this one
     if (!response.ok) {
-      $("result").hidden = true;
-      showError(`Could not classify ${file.name}: ${await errorMessage(response)}`);
+      cardError(card, `Could not classify ${file.name}: ${await errorMessage(response)}`);
       return;
     }
-    renderResult(await response.json(), file.name);
+    renderCard(card, await response.json());
   } catch (e) {
-    if (request === state.request) showError(`Could not reach the server: ${e.message}`);
-  } finally {
-    if (request === state.request) $("busy").hidden = true;
+    if (request === state.request) cardError(card, `Could not reach the server: ${e.message}`);
   }
+}
+
+// Files go one at a time (the server bounds concurrent work anyway); cards fill in as answers arrive.
+async function classify(fileList) {
+  clearError();
+  const files = Array.from(fileList || []);
+  if (!files.length) return;
+  const request = ++state.request;
+  const cam = $("opt-cam").checked && state.camAvailable;
+  $("results").replaceChildren();
+  $("results").hidden = false;
+  $("fineprint").hidden = false;
+  const cards = files.map((f) => newCard(f.name));
+  const busy = $("busy");
+  busy.hidden = false;
+  for (let i = 0; i < files.length; i++) {
+    if (request !== state.request) return;
+    busy.textContent = files.length > 1 ? `Classifying ${i + 1} of ${files.length}\u2026` : "Classifying\u2026";
+    await classifyOne(files[i], cards[i], cam, request);
+  }
+  if (request === state.request) busy.hidden = true;
 }
 
 function setup() {
   const input = $("file");
   const zone = $("dropzone");
-  input.addEventListener("change", () => classify(input.files[0]));
+  input.addEventListener("change", () => classify(input.files));
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   for (const type of ["dragenter", "dragover"]) {
     zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -157,13 +194,11 @@ function setup() {
   }
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
-    if (e.dataTransfer && e.dataTransfer.files.length) classify(e.dataTransfer.files[0]);
+    if (e.dataTransfer && e.dataTransfer.files.length) classify(e.dataTransfer.files);
   });
   // A file dropped outside the zone would make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
-  $("tab-outline").addEventListener("click", () => showView("outline"));
-  $("tab-cam").addEventListener("click", () => showView("cam"));
   loadModel();
 }
 
