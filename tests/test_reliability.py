@@ -157,10 +157,10 @@ def test_evaluate_audit_and_export_refuse_existing_outputs_before_any_work(tmp_p
         (run / sub).mkdir(parents=True)
         (run / sub / "metrics.json").write_text("{}")
     with pytest.raises(ConfigError, match="--overwrite"):
-        evaluate_run(run, SAMPLE, "test", progress=False)
+        evaluate_run(run, SAMPLE, "test", out=run / "eval-test", progress=False)
     with pytest.raises(ConfigError, match="--overwrite"):
-        audit_run(run, SAMPLE, "test", progress=False)
-    res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(SAMPLE)])
+        audit_run(run, SAMPLE, "test", out=run / "audit-test", progress=False)
+    res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(SAMPLE), "--out", str(run / "eval-test")])
     assert res.exit_code == 2 and "--overwrite" in res.output
     assert (run / "eval-test" / "metrics.json").read_text() == "{}"
     (tmp_path / "model.json").write_text("{}")  # the metadata written beside an export is an output too
@@ -179,3 +179,22 @@ def test_report_writers_leave_no_temporary_files(tmp_path):
         im.load()
     assert page.read_text().startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "report.html"]
+
+
+@pytest.mark.parametrize("n_epochs", [1, 2, 3])
+def test_short_runs_get_whole_epoch_ticks(n_epochs):
+    import matplotlib.pyplot as plt
+
+    from lungxray.report.plots import history_figure
+
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_acc": 0.5, "val_acc": 0.4, "lr": 1e-3}
+            for e in range(1, n_epochs + 1)]
+    fig = history_figure(rows)
+    try:
+        for ax in fig.axes[:2]:  # loss and accuracy (the third is the learning rate's twin y axis)
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            assert set(range(1, n_epochs + 1)) <= set(int(t) for t in ticks)
+    finally:
+        plt.close(fig)

@@ -141,7 +141,15 @@ def test_evaluation_is_consistent(split_csv, tmp_path):
     for name in ("metrics.json", "predictions.csv", "report.html", "confusion.png", "roc.png", "reliability.png", "curves.png"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5
+    assert html.count("data:image/png;base64,") >= 4
+    # The layer table is linked, not appended; the link resolves from the report's folder.
+    assert '<a href="../layers.png">' in html and html.rstrip().endswith("</html>")
+    assert html.count("data:image/png;base64,") == len(list(out.glob("*.png")))
+    # Evaluating again without --out writes a new folder and leaves the first alone.
+    first = (out / "metrics.json").read_text()
+    m_again = evaluate_run(run, SAMPLE, "test", n_bootstrap=50, progress=False)
+    assert (run / "eval-test-2" / "metrics.json").is_file() and (out / "metrics.json").read_text() == first
+    assert m_again["confusion_matrix"] == m["confusion_matrix"]
     with open(out / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6

@@ -30,7 +30,7 @@ from .errors import ConfigError, DatasetError
 from .inference import load_batch
 from .preprocess import LungView, lung_view
 from .metrics import softmax
-from .utils import write_json
+from .utils import next_free_folder, write_json
 
 MaskFn = Callable[[np.ndarray], np.ndarray]
 
@@ -76,7 +76,8 @@ def audit_run(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict:
-    """Run the shortcut audit and write audit.json, audit.png and report.html (default `<run>/audit-<split>`).
+    """Run the shortcut audit and write audit.json, audit.png and report.html (default `<run>/audit-<split>`, or
+    `-2`, `-3`, ... when that one is taken; the returned dict's "out" says which).
 
     An existing, non-empty output folder is refused before any work unless `overwrite`.
     """
@@ -85,7 +86,7 @@ def audit_run(
     if masks not in ("auto", "provided", "predicted"):
         raise ConfigError(f"--masks must be auto, provided or predicted, got {masks!r}")
     run = Path(run)
-    out = Path(out) if out else run / f"audit-{split}"
+    out = Path(out) if out else next_free_folder(run / f"audit-{split}")  # audit-test, audit-test-2, ...
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     model, meta = load_checkpoint(run)
@@ -186,7 +187,7 @@ def audit_run(
                                                                 "recall per class"], "rows": rows}},
         {"heading": "Figures", "images": [png]},
     ])
-    return result
+    return {**result, "out": str(out)}  # where it was written (RUN/audit-SPLIT, -2, ... without --out)
 
 
 def _accuracy_ci(correct: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> list[float]:

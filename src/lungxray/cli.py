@@ -239,7 +239,7 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--manifest", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT).")
+@click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT, or -2, -3, ... when that one is taken).")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
 @click.option("--masks", type=click.Choice(["provided", "predicted"]), default=None,
               help="For a lung-masked model: which masks to evaluate with (default: as trained).")
@@ -256,7 +256,7 @@ def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwri
     for cls, c in m["per_class"].items():
         click.echo(f"  {cls:<16} precision {c['precision']:.3f}  sensitivity {c['recall']:.3f}  "
                    f"specificity {c['specificity']:.3f}  F1 {c['f1']:.3f}  AUC {_fmt(c['auc'])}")
-    click.echo(f"report: {Path(out) if out else Path(run) / f'eval-{split_name}'}/report.html")
+    click.echo(f"report: {Path(m['out']) / 'report.html'}")
 
 
 def _fmt(v) -> str:
@@ -310,7 +310,7 @@ def demo_cmd(out, pipeline) -> None:
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--masks", default="auto", show_default=True, type=click.Choice(["auto", "provided", "predicted"]),
               help="Lung masks: provided where present else predicted (auto), or one kind for all.")
-@click.option("--out", type=click.Path(), help="Output folder (default RUN/audit-SPLIT).")
+@click.option("--out", type=click.Path(), help="Output folder (default RUN/audit-SPLIT, or -2, -3, ... when that one is taken).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing audit in --out.")
 def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
     """Shortcut audit: accuracy with lungs removed / kept, Grad-CAM mass inside the lungs."""
@@ -329,6 +329,7 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
         click.echo(f"Grad-CAM mass inside lungs: mean {g['mean']:.3f}, median {g['median']:.3f} "
                    f"(lungs cover {r['lung_area_fraction_mean']:.3f} of the image)")
     click.echo(r["verdict"])
+    click.echo(f"report: {Path(r['out']) / 'report.html'}")
 
 
 @main.command("predict")

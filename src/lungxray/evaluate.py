@@ -16,7 +16,7 @@ from .preprocess import LungView
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
-from .utils import atomic_write_text, write_json
+from .utils import atomic_write_text, next_free_folder, read_json, write_json
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -48,7 +48,8 @@ def evaluate_run(
         data: dataset folder the run was trained on.
         split: "test" (default), "val" or "train".
         split_csv: manifest to use instead of the run's own split.csv.
-        out: output folder (default `<run>/eval-<split>`).
+        out: output folder (default `<run>/eval-<split>`, or `-2`, `-3`, ... when that one is taken; the returned
+            dict's "out" says which).
         masks: for a lung-masked model, evaluate with "provided" or "predicted" masks instead of the
             kind it was trained with (e.g. to measure what predicted masks cost where both exist).
         overwrite: replace an existing, non-empty output folder's files (refused by default, before any work).
@@ -63,7 +64,9 @@ def evaluate_run(
         raise ConfigError(f"{run}: a checkpoint file has no run folder; give --manifest (the split) and --out")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
-    out = Path(out) if out else run / f"eval-{split}"
+    # Without --out each evaluation gets its own folder (eval-test, eval-test-2, ...); an explicit one is never replaced
+    # without overwrite.
+    out = Path(out) if out else next_free_folder(run / f"eval-{split}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     model, meta = load_checkpoint(run, which)
@@ -128,11 +131,25 @@ def evaluate_run(
         *metrics_tables(metrics),
         {"heading": "Curves, confusion matrix, ROC and calibration", "images": images},
     ]
-    if (run / "layers.png").is_file():
-        sections.append({"heading": "Architecture", "images": [run / "layers.png"]})
+    sections += architecture_section(run, out)
     write_report(out / "report.html", title=f"lungxray evaluation: {run.name} on {split}", sections=sections)
     write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation is complete
-    return metrics
+    return {**metrics, "out": str(out)}
+
+
+def architecture_section(run: Path, out: Path) -> list[dict]:
+    """A line on the network and links to the run's layer table (a long table ends no report)."""
+    import os
+
+    links = [(f"layer table ({name})", Path(os.path.relpath(run / name, out)).as_posix())
+             for name in ("layers.png", "layers.json") if (run / name).is_file()]
+    if not links:
+        return []
+    text = ""
+    if (run / "summary.json").is_file():
+        summary = read_json(run / "summary.json")
+        text = f"{summary.get('model')}: {int(summary.get('parameters', 0)):,} parameters."
+    return [{"heading": "Architecture", "text": text, "links": links}]
 
 
 def _write_predictions(path: Path, paths: list[str], y: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:

@@ -101,7 +101,8 @@ def write_report(
         out_html: Output path; its folder is created if needed.
         title: Page title and top heading.
         sections: Dicts {"heading": str, "text": optional str, "table": optional
-            {"columns": [...], "rows": [[...], ...]}, "images": optional list of image paths}.
+            {"columns": [...], "rows": [[...], ...]}, "images": optional list of image paths,
+            "links": optional list of (label, href) pairs, href relative to the page}.
 
     Returns:
         The output path.
@@ -117,6 +118,11 @@ def write_report(
             body.append(_table_html(sec["table"]))
         for img in sec.get("images") or []:
             body.append(_image_html(img))
+        links = sec.get("links") or []
+        if links:
+            items = "".join(f'<li><a href="{html.escape(str(href), quote=True)}">{html.escape(str(label))}</a></li>'
+                            for label, href in links)
+            body.append(f"<ul>{items}</ul>")
         body.append("</section>")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

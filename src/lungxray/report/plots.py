@@ -90,6 +90,12 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_png: str | Path) -> P
     Returns:
         The output path.
     """
+    return _save(history_figure(history), out_png)
+
+
+def history_figure(history: Sequence[Mapping[str, Any]]) -> Any:
+    """The figure `plot_history` saves: loss and accuracy per epoch, whole-number epoch ticks."""
+    from matplotlib.ticker import MaxNLocator
     if not history:
         raise ValueError("history is empty: nothing to plot")
     required = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
@@ -130,8 +136,13 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_png: str | Path) -> P
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=9)
     fig.suptitle("Training history")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers, even for 1-3 epoch runs
+    if len(epoch) == 1:
+        for ax in (ax_loss, ax_acc):
+            ax.set_xlim(epoch[0] - 1, epoch[0] + 1)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
