@@ -134,8 +134,9 @@ def input_checks(image: np.ndarray, rgb: np.ndarray | None = None) -> list[str]:
     return reasons
 
 
-def read_rgb_thumbnail(path: str | Path, size: int = 64) -> np.ndarray | None:
-    """Small RGB version of a PNG/JPEG for the colour check (None for DICOM or unreadable files)."""
+def read_rgb_thumbnail(path, size: int = 64) -> np.ndarray | None:
+    """Small RGB version of a PNG/JPEG (a path or an open binary file) for the colour check (None for DICOM or
+    unreadable files)."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):

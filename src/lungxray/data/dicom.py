@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import ImageReadError
+from .limits import MAX_PIXELS, check_dims
 
 # Transfer syntaxes whose pixel data needs an optional decoder package, and what to install.
 _DECODER_HINT = {
@@ -22,8 +24,8 @@ _DECODER_HINT = {
 }
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
-    """Read a single-frame grayscale DICOM radiograph as (H, W) float32 in [0, 1].
+def read_dicom(source: str | Path | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Read a single-frame grayscale DICOM radiograph (a path or an open binary file) as (H, W) float32 in [0, 1].
 
     Applies, in order: rescale slope/intercept (modality LUT), the VOI LUT or window when the file
     has one (otherwise a robust 0.5-99.5 percentile min-max), and inversion for MONOCHROME1 so that
@@ -34,10 +36,9 @@ def read_dicom(path: str | Path) -> np.ndarray:
         from pydicom.errors import InvalidDicomError
     except ImportError:  # pragma: no cover - pydicom is a dependency
         raise ImageReadError("reading DICOM needs pydicom: pip install pydicom") from None
-    from .io import MAX_PIXELS, _check_dims
-
+    path = name or str(source)  # how messages name it
     try:
-        ds = pydicom.dcmread(str(path), force=False)
+        ds = pydicom.dcmread(source if hasattr(source, "read") else str(source), force=False)
     except InvalidDicomError as exc:
         raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from None
     except Exception as exc:  # a damaged file makes the parser fail in many ways (struct, zlib, Unicode...)
@@ -55,7 +56,7 @@ def read_dicom(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"{path}: DICOM has no pixel data (not an image: {modality})")
     if frames > 1:
         raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); export a single frame")
-    _check_dims(path, cols, rows)
+    check_dims(path, cols, rows)
     assert rows * cols <= MAX_PIXELS
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(f"{path}: photometric interpretation {photometric} is not a grayscale radiograph")

@@ -7,19 +7,21 @@ header before pixels are decoded, so a decompression bomb is refused without bei
 
 from __future__ import annotations
 
+import io
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageReadError
+from .limits import MAX_PIXELS, MAX_SIDE, check_dims
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-MAX_PIXELS = 8192 * 8192
-"""Largest image (in pixels) we agree to decode; real radiographs are at most ~4k x 4k."""
-MAX_SIDE = 16384
+Source = Union[str, Path, bytes]
+"""What the readers take: a file's path, or its content (an upload) as bytes."""
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -46,14 +48,17 @@ def sniff_bytes(head: bytes) -> str | None:
     return None
 
 
-def _check_dims(path: str | Path, width: int, height: int) -> None:
-    if width <= 0 or height <= 0:
-        raise ImageReadError(f"{path}: image has an empty size {width}x{height}")
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ImageReadError(
-            f"{path}: image is {width}x{height} pixels, more than the {MAX_PIXELS:,} allowed; "
-            "refusing to decode it (possible decompression bomb). Downscale it first."
-        )
+def _opened(source: Source, name: str | None = None) -> tuple[str | Path | BinaryIO, str]:
+    """(what PIL/pydicom can open, the label for messages): bytes are read from memory, never a temporary file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), name or "upload"
+    return source, name or str(source)
+
+
+def _sniff(source: Source, label: str) -> str | None:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return sniff_bytes(bytes(source[:132]))
+    return sniff_format(source)
 
 
 def _pil_to_float(img: Image.Image, path: str | Path) -> np.ndarray:
@@ -84,23 +89,24 @@ def _pil_to_float(img: Image.Image, path: str | Path) -> np.ndarray:
     return arr
 
 
-def _open_pil(path: str | Path) -> Image.Image:
+def _open_pil(path: str | Path | BinaryIO, label: str | None = None) -> Image.Image:
+    path_label = label or str(path)
     try:
         with warnings.catch_warnings():
             # PIL's own bomb warning becomes an error: we check dimensions ourselves below.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-        _check_dims(path, *img.size)
+        check_dims(path_label, *img.size)
         img.load()
         return img
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"{path}: refused, too many pixels ({exc})") from None
+        raise ImageReadError(f"{path_label}: refused, too many pixels ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a readable PNG/JPEG image") from None
+        raise ImageReadError(f"{path_label}: not a readable PNG/JPEG image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise ImageReadError(f"{path_label}: corrupt or truncated image ({exc})") from None
 
 
 @contextmanager
@@ -115,26 +121,29 @@ def _converting(path: str | Path):
         raise ImageReadError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(source: Source, name: str | None = None) -> np.ndarray:
     """Read a PNG, JPEG or DICOM X-ray as a 2-D float32 array in [0, 1].
 
     Args:
-        path: image file; the format is sniffed from its content.
+        source: an image file's path, or its content as bytes (an upload: decoded in memory); the format is
+            sniffed from the content, never from a name.
+        name: how messages name it (default: the path, or "upload" for bytes).
     Returns:
         (H, W) float32 array, 0 = black.
     Raises:
         ImageReadError: unreadable, corrupt, unsupported or oversized input.
     """
-    kind = sniff_format(path)
+    handle, label = _opened(source, name)
+    kind = _sniff(source, label)
     if kind == "dicom":
         from .dicom import read_dicom
 
-        return read_dicom(path)
+        return read_dicom(handle, name=label)
     if kind is None:
-        raise ImageReadError(f"{path}: not a PNG, JPEG or DICOM file (unrecognised content)")
-    img = _open_pil(path)
-    with _converting(path):
-        return _pil_to_float(img, path)
+        raise ImageReadError(f"{label}: not a PNG, JPEG or DICOM file (unrecognised content)")
+    img = _open_pil(handle, label)
+    with _converting(label):
+        return _pil_to_float(img, label)
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:

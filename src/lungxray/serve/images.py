@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -33,8 +31,8 @@ class UnsupportedMedia(ImageReadError):
 def decode_upload(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode uploaded bytes like a file on disk: (image (H, W) float32 in [0, 1], RGB thumbnail or None).
 
-    The bytes go through the same readers as `lungxray predict` (format sniffing, decompression-bomb guard,
-    DICOM windowing) via a private temporary file, so the server cannot drift from the CLI.
+    The bytes go, in memory, through the same readers as `lungxray predict` (format sniffing, decompression-bomb
+    guard, DICOM windowing), so the server cannot drift from the CLI; nothing is written to disk.
 
     Raises:
         UnsupportedMedia: not a PNG, JPEG or DICOM file.
@@ -43,15 +41,8 @@ def decode_upload(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | None
     kind = sniff_bytes(data[:132])
     if kind is None:
         raise UnsupportedMedia(f"{name}: not a {FORMATS} file (judged from its content, whatever its name or type says)")
-    with tempfile.TemporaryDirectory(prefix="lungxray-upload-") as folder:
-        path = Path(folder) / f"upload.{kind}"
-        path.write_bytes(data)
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            # Name the upload, not our temporary file.
-            raise ImageReadError(str(exc).replace(str(path), name)) from None
-        rgb = read_rgb_thumbnail(path) if kind != "dicom" else None
+    image = read_image(data, name=name)
+    rgb = read_rgb_thumbnail(io.BytesIO(data)) if kind != "dicom" else None
     return image, rgb
 
 
