@@ -56,3 +56,19 @@ def test_merge_keeps_base_untouched():
     base = TrainConfig()
     merged = merge_config(base, {"epochs": 99})
     assert base.epochs != 99 and merged.epochs == 99
+
+
+@pytest.mark.parametrize("path", sorted((SEED.parent).glob("*.toml")), ids=lambda p: p.stem)
+def test_top_level_recipes_load_and_describe_themselves(path):
+    cfg = load_config(path)
+    assert cfg.model and cfg.epochs >= 1
+    assert "description" in path.read_text()
+
+
+def test_quick_recipe_is_lung_only_like_the_default_and_short():
+    quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs.toml")
+    # The same lung step as the shipped default (only size and length differ), so a quick model is not a
+    # whole-image model that reads the hospital.
+    for key in ("masks", "lung_crop", "lung_margin", "mask_dilate", "model"):
+        assert getattr(quick, key) == getattr(shipped, key), key
+    assert quick.image_size * quick.image_size * quick.epochs < shipped.image_size ** 2 * shipped.epochs / 8
