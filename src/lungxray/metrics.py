@@ -20,11 +20,15 @@ Conventions (documented once here so tables and plots agree):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax as _scipy_log_softmax
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import roc_curve as _sk_roc_curve
 
 __all__ = [
     "classification_metrics",
@@ -142,9 +146,8 @@ def _check_classes(classes: Sequence[str], n_classes: int) -> list[str]:
 
 
 def _log_softmax(z: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Log-softmax over the last axis, shifted by the max so exp never overflows."""
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """Log-softmax over the last axis (scipy's, stable for large logits)."""
+    return _scipy_log_softmax(z, axis=-1)
 
 
 def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
@@ -167,48 +170,13 @@ def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
     return np.exp(_log_softmax(z / temperature))
 
 
-def _golden_section_minimize(
-    f: Callable[[float], float], lo: float, hi: float, *, tol: float = 1e-7, max_iter: int = 200
-) -> float:
-    """Minimise a unimodal function on [lo, hi] by golden-section search.
-
-    Args:
-        f: Function of one variable, unimodal on the interval.
-        lo: Left end of the interval.
-        hi: Right end of the interval.
-        tol: Stop when the bracket is narrower than this.
-        max_iter: Hard cap on iterations.
-
-    Returns:
-        The arg-min estimate (midpoint of the final bracket).
-    """
-    inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = lo, hi
-    c = b - inv_phi * (b - a)
-    d = a + inv_phi * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(max_iter):
-        if b - a < tol:
-            break
-        # Keep the sub-bracket that must contain the minimum; reuse one evaluation per step.
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - inv_phi * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + inv_phi * (b - a)
-            fd = f(d)
-    return (a + b) / 2.0
-
-
 def fit_temperature(
     logits: ArrayLike, y_true: ArrayLike, *, bounds: tuple[float, float] = (0.05, 20.0)
 ) -> float:
     """Fit the temperature T minimising the NLL of softmax(logits / T) (temperature scaling).
 
-    The search runs over log T: the NLL is convex in 1/T, hence unimodal in log T, so a bounded
-    1-D search finds the global optimum. scipy is used when installed, else golden-section search.
+    The search runs over log T: the NLL is convex in 1/T, hence unimodal in log T, so scipy's bounded
+    1-D search finds the global optimum.
 
     Args:
         logits: Validation-set logits, shape (N, C).
@@ -239,15 +207,8 @@ def fit_temperature(
     def nll(log_t: float) -> float:
         return float(-_log_softmax(z / math.exp(log_t))[rows, y].mean())
 
-    lo, hi = math.log(t_lo), math.log(t_hi)
-    try:
-        from scipy.optimize import minimize_scalar
-    except ImportError:
-        log_t = _golden_section_minimize(nll, lo, hi)
-    else:
-        res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
-        log_t = float(res.x)
-    return float(math.exp(log_t))
+    res = minimize_scalar(nll, bounds=(math.log(t_lo), math.log(t_hi)), method="bounded", options={"xatol": 1e-7})
+    return float(math.exp(float(res.x)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,10 +219,12 @@ def fit_temperature(
 def _weighted_auc(
     scores: NDArray[np.float64], positive: NDArray[np.bool_], weights: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """Mann-Whitney AUC for many sample weightings at once (ties count one half).
+    """Mann-Whitney AUC for many sample weightings at once (ties count one half), for the bootstrap only.
 
     Bootstrap resamples are expressed as per-sample multiplicities, so the scores are sorted once
-    and every resample is a weighted sum over the same tie groups: no per-resample sort.
+    and every resample is a weighted sum over the same tie groups: no per-resample sort. Kept rather than
+    calling scikit-learn per resample because it is much faster at 1,000 resamples (benchmarks/metrics.py);
+    point estimates use scikit-learn, and a test checks the two agree.
 
     Args:
         scores: Scores (N,) for the positive class.
@@ -296,11 +259,11 @@ def one_vs_rest_auc(y_true: ArrayLike, probs: ArrayLike) -> list[float | None]:
         C values; `None` for a class with no positives or no negatives.
     """
     y, p = _check_arrays(y_true, probs)
-    ones = np.ones((1, y.shape[0]))
     out: list[float | None] = []
     for k in range(p.shape[1]):
-        auc = float(_weighted_auc(p[:, k], y == k, ones)[0])
-        out.append(None if math.isnan(auc) else auc)
+        positive = y == k
+        defined = positive.any() and not positive.all()
+        out.append(float(roc_auc_score(positive, p[:, k])) if defined else None)
     return out
 
 
@@ -331,16 +294,10 @@ def roc_curve(
         raise ValueError(
             f"positive and scores must be 1-D of equal length, got {pos.shape}, {s.shape}"
         )
-    order = np.argsort(-s, kind="mergesort")
-    s, pos = s[order], pos[order]
-    # Last index of each run of equal scores: the curve only moves between distinct thresholds.
-    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
-    tp = np.cumsum(pos)[ends].astype(np.float64)
-    fp = np.cumsum(~pos)[ends].astype(np.float64)
-    n_pos, n_neg = float(pos.sum()), float((~pos).sum())
-    tpr = np.r_[0.0, tp / n_pos] if n_pos else np.full(ends.size + 1, np.nan)
-    fpr = np.r_[0.0, fp / n_neg] if n_neg else np.full(ends.size + 1, np.nan)
-    return fpr, tpr
+    if pos.all() or not pos.any():  # a rate with a zero denominator: no curve
+        return np.full(np.unique(s).size + 1, np.nan), np.full(np.unique(s).size + 1, np.nan)
+    fpr, tpr, _ = _sk_roc_curve(pos, s, drop_intermediate=False)
+    return fpr.astype(np.float64), tpr.astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +456,7 @@ def classification_metrics(
     n, c = p.shape
 
     pred = p.argmax(axis=1)
-    cm = np.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    cm = confusion_matrix(y, pred, labels=list(range(c)))
     row = cm.sum(axis=1, keepdims=True)
     cm_norm = np.divide(cm, row, out=np.zeros((c, c)), where=row > 0)
     correct = (pred == y).astype(np.float64)
@@ -517,24 +474,22 @@ def classification_metrics(
     else:
         accuracy_ci, auc_cis, macro_auc_ci = None, [None] * c, None
 
+    labels = list(range(c))
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     per_class: dict[str, dict[str, Any]] = {}
     cols: dict[str, list[float]] = {"precision": [], "recall": [], "specificity": [], "f1": []}
     for k, name in enumerate(names):
-        tp = float(cm[k, k])
-        fn = float(cm[k].sum() - tp)
-        fp = float(cm[:, k].sum() - tp)
-        tn = float(n - tp - fn - fp)
-        precision = _ratio(tp, tp + fp)
-        recall = _ratio(tp, tp + fn)
-        specificity = _ratio(tn, tn + fp)
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        for key, val in zip(cols, (precision, recall, specificity, f1)):
+        fp = float(cm[:, k].sum() - cm[k, k])
+        tn = float(n - cm[k].sum() - fp)
+        specificity = _ratio(tn, tn + fp)  # scikit-learn has no specificity: recall of "not k"
+        values = (float(precision[k]), float(recall[k]), specificity, float(f1[k]))
+        for key, val in zip(cols, values):
             cols[key].append(val)
         per_class[name] = {
-            "precision": precision,
-            "recall": recall,
+            "precision": values[0],
+            "recall": values[1],
             "specificity": specificity,
-            "f1": f1,
+            "f1": values[3],
             "auc": aucs[k],
             "auc_ci": auc_cis[k],
             "support": int(cm[k].sum()),
@@ -544,7 +499,6 @@ def classification_metrics(
     macro["auc"] = _mean_defined(aucs)
     macro["auc_ci"] = macro_auc_ci
 
-    p_true = np.clip(p[np.arange(n), y], _NLL_EPS, 1.0)
     onehot = np.eye(c)[y]
     return {
         "n": int(n),
@@ -556,7 +510,9 @@ def classification_metrics(
         "confusion_matrix": cm.astype(int).tolist(),
         "confusion_matrix_normalized": cm_norm.tolist(),
         "ece": float(reliability_bins(y, p, n_bins)["ece"]),
-        "nll": float(-np.log(p_true).mean()),
+        # Not sklearn's log_loss: it renormalises rows (and warns) where hand-rounded CSV probabilities sum to
+        # 0.999; the NLL here scores the probability of the true class exactly as given.
+        "nll": float(-np.log(np.clip(p[np.arange(n), y], _NLL_EPS, 1.0)).mean()),
         # Multi-class Brier score: mean squared distance to the one-hot label, in [0, 2].
         "brier": float(((p - onehot) ** 2).sum(axis=1).mean()),
     }

@@ -487,9 +487,9 @@ class Predictor:
         if pending:
             seg = self.segmenter(example=pending[0].path)
             # The U-Net sees exactly what the training cache gives it (`data.cache.predicted_masks`): the 8-bit
-            # image at the model's size, one at a time; the display outline is that mask scaled up.
-            for it in pending:
-                m = seg.predict([it.model_u8.astype(np.float32) / 255.0])[0]
+            # image at the model's size; the display outline is that mask scaled up.
+            masks = seg.predict([it.model_u8.astype(np.float32) / 255.0 for it in pending])
+            for it, m in zip(pending, masks):
                 self._attach_mask(it, m, "predicted", None)
         x = torch.from_numpy(np.stack([it.model_u8 for it in items])).float().div_(255.0).unsqueeze(1)
         theta = None
