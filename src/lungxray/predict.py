@@ -222,7 +222,7 @@ class Predictor:
         *,
         masks: str = "auto",
         mask_dir: str | Path | None = None,
-        cam: bool = False,
+        cam: bool | str = False,
         segmenter: Any = None,
         checkpoint: str | Path | None = None,
         runtime: str = "torch",
@@ -263,6 +263,10 @@ class Predictor:
         self._segmenter = segmenter
         self._cam = None
         self._cam_lock = threading.Lock()
+        if cam == "auto":  # Grad-CAM where the model has a layer registered for it, else none
+            cam = bool(model.spec.cam_layer)
+            if not cam:
+                log.info("model %s has no Grad-CAM layer: predicting without heatmaps", model.name)
         if cam:
             layer = model.spec.cam_layer
             if not layer:
@@ -292,7 +296,7 @@ class Predictor:
         masks: str = "auto",
         mask_dir: str | Path | None = None,
         device: str = "cpu",
-        cam: bool = False,
+        cam: bool | str = False,
         segmenter: Any = None,
         runtime: str = "torch",
         onnx_path: str | Path | None = None,
@@ -304,7 +308,8 @@ class Predictor:
             masks: auto | provided | predicted | none (see `lungxray predict --help`).
             mask_dir: extra folder to look for masks in (same relative path or file name as the image).
             device: cpu, cuda or auto.
-            cam: also compute a Grad-CAM heatmap for the predicted class.
+            cam: also compute a Grad-CAM heatmap for the predicted class; "auto": when the model has a
+                layer registered for it (the server's choice), else silently without.
             segmenter: an object with `predict(list_of_images) -> list_of_masks`; default: the
                 `lungxray.segment` model, loaded only when a mask has to be predicted.
             runtime: "torch", or "onnx" to compute probabilities with ONNX Runtime. The PyTorch weights are

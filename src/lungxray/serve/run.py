@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ConfigError
 from ..predict import Predictor
 from .app import create_app
 
@@ -60,13 +59,7 @@ def header_timeout_protocol(seconds: float = HEADER_TIMEOUT_SECONDS) -> type:
 def load_for_serving(model: str | Path | None = None, runtime: str = "torch", onnx_path: str | Path | None = None,
                      device: str = "cpu") -> Predictor:
     """The server's predictor: Grad-CAM enabled when the model has a layer for it (used only when a request asks)."""
-    try:
-        return Predictor.load(model, runtime=runtime, onnx_path=onnx_path, device=device, cam=True)
-    except ConfigError as exc:
-        if "Grad-CAM" not in str(exc):
-            raise
-        log.info("serving without Grad-CAM: %s", exc)
-        return Predictor.load(model, runtime=runtime, onnx_path=onnx_path, device=device)
+    return Predictor.load(model, runtime=runtime, onnx_path=onnx_path, device=device, cam="auto")
 
 
 def is_loopback(host: str) -> bool:
