@@ -349,10 +349,11 @@ def _segmenter_available() -> tuple[bool, str]:
     return True, ""
 
 
-def test_masks_auto_without_a_mask_fails_clearly_before_writing(ckpts, tmp_path):
-    available, _ = _segmenter_available()
-    if available:
-        pytest.skip("lungxray.segment ships weights, so auto predicts the mask instead (see the next test)")
+def test_masks_auto_without_a_mask_fails_clearly_before_writing(ckpts, tmp_path, monkeypatch):
+    import lungxray.segment.inference as seg_inference
+
+    # As an installation whose segmentation weights went missing: the shipped path points nowhere.
+    monkeypatch.setattr(seg_inference, "default_segmenter_path", lambda: tmp_path / "gone" / "lung-unet.safetensors")
     img = SAMPLE / "COVID" / "images" / "COVID-9.png"
     with pytest.raises(CheckpointError, match="segmentation model is not available") as err:
         list(Predictor.load(ckpts["masked"]).predict_paths([img]))

@@ -847,9 +847,15 @@ def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_resul
 
     The folder is checked for writing before the model loads, and locked while the run writes it: a second
     run aimed at the same folder is refused instead of silently replacing this run's rows."""
+    created = not Path(out).exists()
     check_output_folder(out)
-    with output_lock(out, "predict"):
-        return _predict_to_folder(paths, out, model, **options)
+    try:
+        with output_lock(out, "predict"):
+            return _predict_to_folder(paths, out, model, **options)
+    except BaseException:
+        if created and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
 
 
 def _predict_to_folder(
