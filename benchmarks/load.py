@@ -77,6 +77,13 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def post(conn: http.client.HTTPConnection, body: tuple[bytes, str]) -> tuple[int, bytes]:
+    """POST one multipart body to /v1/predict on `conn`; (status, payload)."""
+    conn.request("POST", "/v1/predict", body=body[0], headers={"Content-Type": body[1]})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
 def run_load(port: int, bodies: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
     """`requests` POSTs shared by `clients` threads; returns latencies (s), errors and wall time."""
     lock = threading.Lock()
@@ -91,14 +98,11 @@ def run_load(port: int, bodies: list[tuple[bytes, str]], clients: int, requests:
                 i = next(counter, None)
             if i is None:
                 break
-            body, ctype = bodies[i % len(bodies)]
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
-                resp = conn.getresponse()
-                payload = resp.read()
-                ok = resp.status == 200 and "prediction" in json.loads(payload)
-                err = None if ok else f"HTTP {resp.status}: {payload[:200]!r}"
+                status, payload = post(conn, bodies[i % len(bodies)])
+                ok = status == 200 and "prediction" in json.loads(payload)
+                err = None if ok else f"HTTP {status}: {payload[:200]!r}"
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 err = f"{type(exc).__name__}: {exc}"
                 conn.close()
@@ -145,10 +149,7 @@ def big_uploads(port: int, pid: int) -> None:
 
         def one() -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            conn.request("POST", "/v1/predict", body=body[0], headers={"Content-Type": body[1]})
-            resp = conn.getresponse()
-            resp.read()
-            statuses.append(resp.status)
+            statuses.append(post(conn, body)[0])
             conn.close()
 
         threads = [threading.Thread(target=one) for _ in range(n)]

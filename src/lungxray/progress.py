@@ -66,14 +66,8 @@ class PlainProgress:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __len__(self) -> int:
-        return self.total or 0
-
     def set_postfix(self, **kw) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
-
-    def set_description(self, desc: str) -> None:
-        self.desc = desc
 
     def update(self, n: int = 1) -> None:
         self.n += n

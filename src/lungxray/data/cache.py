@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from ..progress import bar as progress_bar
 
 from ..errors import ImageReadError
+from ..progress import bar as progress_bar
 from ..utils import atomic_write_text
 from .discovery import Sample
 from .hashing import dhash, hash_to_hex, hex_to_hash

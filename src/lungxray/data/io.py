@@ -55,7 +55,7 @@ def _opened(source: Source, name: str | None = None) -> tuple[str | Path | Binar
     return source, name or str(source)
 
 
-def _sniff(source: Source, label: str) -> str | None:
+def _sniff(source: Source) -> str | None:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return sniff_bytes(bytes(source[:132]))
     return sniff_format(source)
@@ -134,7 +134,7 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
         ImageReadError: unreadable, corrupt, unsupported or oversized input.
     """
     handle, label = _opened(source, name)
-    kind = _sniff(source, label)
+    kind = _sniff(source)
     if kind == "dicom":
         from .dicom import read_dicom
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ..progress import bar as progress_bar
 
 from ..data.discovery import IMAGE_DIRS, MASK_DIRS, is_image_file
 from ..data.hashing import dhash, group_near_duplicates, near_duplicate_pairs
 from ..data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
 from ..errors import DatasetError, ImageReadError
+from ..progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from ..progress import bar as progress_bar
 
 from ..data.io import read_image, read_mask
 from ..errors import ImageReadError
+from ..progress import bar as progress_bar
 from .data import MaskPair
 from .inference import Segmenter
 from .metrics import dice, hd95, summarize

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from ..progress import bar as progress_bar
 
 from ..data.discovery import MASK_DIRS, scan_dataset
 from ..data.io import read_image
 from ..errors import ImageReadError
+from ..progress import bar as progress_bar
 from ..utils import atomic_write_bytes
 
 MASK_SIZE = (256, 256)
