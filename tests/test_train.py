@@ -225,3 +225,39 @@ def test_ema_weights_are_the_ones_checkpointed_and_resume_exactly(split_csv, tmp
 def test_ema_decay_out_of_range_is_refused(bad):
     with pytest.raises(ConfigError, match="ema"):
         _cfg(ema=bad)
+
+
+def test_progressive_resizing_trains_small_then_full_and_validates_full(split_csv, tmp_path, monkeypatch):
+    import lungxray.train as train_module
+
+    seen = []  # (training?, side) of every batch the network sees
+    real_create = train_module.create_model
+
+    def recording_create(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inp: seen.append((m.training, inp[0].shape[-1])))
+        return model
+
+    monkeypatch.setattr(train_module, "create_model", recording_create)
+    run = train(_cfg(model="xrnet", epochs=3, low_res_size=16, low_res_epochs=2), SAMPLE, tmp_path / "run",
+                split_csv, progress=False)
+    train_sides = [side for training, side in seen if training]
+    n = len(train_sides) // 3  # the same number of batches every epoch
+    assert train_sides == [16] * (2 * n) + [32] * n
+    evals = [side for training, side in seen if not training]
+    assert evals[0] == 16 and set(evals[1:]) == {32}  # one pre-flight check, then validation at full size
+    assert len(_history(run)) == 3
+
+
+@pytest.mark.parametrize("bad, match", [({"low_res_size": 16}, "go together"),
+                                        ({"low_res_size": 32, "low_res_epochs": 1}, "below image_size"),
+                                        ({"low_res_size": 16, "low_res_epochs": 3}, "between 1 and epochs")])
+def test_progressive_resizing_settings_are_checked(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg(epochs=3, **bad)
+
+
+def test_progressive_resizing_refuses_a_model_of_fixed_input_size(split_csv, tmp_path):
+    with pytest.raises(ConfigError, match="fully convolutional"):
+        train(_cfg(model="mlp", epochs=2, low_res_size=16, low_res_epochs=1), SAMPLE, tmp_path / "run",
+              split_csv, progress=False)

@@ -64,6 +64,11 @@ class TrainConfig:
     ema: float = 0.0
     """Exponential moving average of the weights, decay per optimiser step (0 = off; e.g. 0.998). When on, the
     averaged weights are the ones validated, checkpointed and shipped."""
+    low_res_size: int = 0
+    """Progressive resizing: train the first `low_res_epochs` epochs on images shrunk to this side (0 = off).
+    Validation, calibration and inference always use image_size; the cheaper early epochs buy more epochs in the
+    same time."""
+    low_res_epochs: int = 0
     pretrained: str = ""
     """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet" ("" = random)."""
     calibrate: bool = True
@@ -94,6 +99,14 @@ class TrainConfig:
         if not 0.0 <= float(self.ema) < 1.0:
             raise ConfigError(f"ema must be in [0, 1) (a decay per step, 0 = off), got {self.ema}")
         _choice("device", self.device, ("cpu", "cuda", "auto"))
+        if bool(self.low_res_size) != bool(self.low_res_epochs):
+            raise ConfigError("low_res_size and low_res_epochs go together: set both (or neither)")
+        if self.low_res_size and not 16 <= int(self.low_res_size) < int(self.image_size):
+            raise ConfigError(f"low_res_size must be at least 16 and below image_size ({self.image_size}), "
+                              f"got {self.low_res_size}")
+        if self.low_res_epochs and not 0 < int(self.low_res_epochs) < int(self.epochs):
+            raise ConfigError(f"low_res_epochs must be between 1 and epochs - 1 ({int(self.epochs) - 1}), "
+                              f"got {self.low_res_epochs}")
         if self.masks == "none" and (self.lung_crop or self.mask_dilate):
             raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")
         self.lung_view()  # validates margin and dilation

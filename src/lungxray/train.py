@@ -28,7 +28,7 @@ from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
-from .data.transforms import random_affine, random_intensity
+from .data.transforms import random_affine, random_intensity, shrink
 from .errors import ConfigError, TrainingError
 from .inference import check_masks, load_batch, predict_logits
 from .preprocess import LungView
@@ -240,6 +240,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         pretrained = state.get("pretrained")  # loaded before the first epoch; its report stays in the metadata
         start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
+    if cfg.low_res_epochs:
+        _check_low_res(model, cfg, device)
     net = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -307,6 +309,10 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                                       shear=cfg.aug_shear, hflip=cfg.hflip)
                 if cfg.aug_intensity:
                     x = random_intensity(x, gen, cfg.aug_intensity)
+                # Progressive resizing: only the training forward pass of the early epochs takes smaller images.
+                model.strict_input_size = epoch > cfg.low_res_epochs
+                if epoch <= cfg.low_res_epochs:
+                    x = shrink(x, cfg.low_res_size)
                 # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
                 x, y = ctx.shard(x), ctx.shard(y).to(device)
                 x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
@@ -331,6 +337,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 correct += int((logits.detach().argmax(1) == y).sum())
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
             train_seconds = time.perf_counter() - t0
+            model.strict_input_size = True
             # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
             my_val = ctx.shard(val_idx)
             scored = ema.module if ema is not None else model  # the weights that are checkpointed
@@ -389,6 +396,22 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         _finish(out, model, history, best_loss)
     ctx.barrier()
     return out
+
+
+def _check_low_res(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """Fail before the first epoch when the network cannot take the smaller images of progressive resizing."""
+    was_training = model.training
+    model.eval()
+    model.strict_input_size = False
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, cfg.low_res_size, cfg.low_res_size, device=device))
+    except RuntimeError:
+        raise ConfigError(f"low_res_size = {cfg.low_res_size}: model {cfg.model!r} only takes {cfg.image_size}-px "
+                          "images; progressive resizing needs a fully convolutional model such as xrnet") from None
+    finally:
+        model.train(was_training)
+        model.strict_input_size = True
 
 
 def _ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:

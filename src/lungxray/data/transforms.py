@@ -85,3 +85,8 @@ def random_intensity(x: torch.Tensor, generator: torch.Generator, strength: floa
     y = x.clamp(0, 1).pow(gamma)
     y = ((y - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
     return torch.where(x > 0, y, x)
+
+
+def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a (N, C, H, W) batch to size x size with antialiasing (for progressive resizing)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -86,6 +86,8 @@ class Classifier(nn.Module):
         self.model_args = dict(model_args)
         self.register_buffer("_mean", torch.tensor(spec.mean), persistent=False)
         self.register_buffer("_std", torch.tensor(spec.std), persistent=False)
+        self.strict_input_size = True
+        """Refuse inputs of another size than the spec's (training turns it off for progressive resizing)."""
 
     @property
     def name(self) -> str:
@@ -94,7 +96,8 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images `x` of shape (N, C, H, W) with intensities in [0, 1]."""
         if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()):
-            if x.ndim != 4 or x.shape[1] != self.spec.in_channels or tuple(x.shape[-2:]) != tuple(self.spec.input_size):
+            wrong_size = self.strict_input_size and tuple(x.shape[-2:]) != tuple(self.spec.input_size)
+            if x.ndim != 4 or x.shape[1] != self.spec.in_channels or wrong_size:
                 raise ValueError(
                     f"{self.spec.name} expects input (N, {self.spec.in_channels}, {self.spec.input_size[0]}, "
                     f"{self.spec.input_size[1]}) in [0, 1], got {tuple(x.shape)}"
