@@ -322,7 +322,7 @@ class Predictor:
                 exported from a different checkpoint.
         """
         from .checkpoint import load_checkpoint
-        from .train import resolve_device
+        from .devices import resolve_device
 
         path = Path(model) if model is not None else DEFAULT_MODEL
         if model is None and not (path.is_file() and path.with_suffix(".json").is_file()):
@@ -887,8 +887,6 @@ def _predict_to_folder(
         PredictionRun with the rows (earlier rows first when resuming, then input order), skipped files
         and written paths.
     """
-    from .report.overlay import write_overlay
-
     out = Path(out)
     if resume and overwrite:
         raise ConfigError("--resume continues the predictions in --out and --overwrite replaces them: give only one")
@@ -936,6 +934,8 @@ def _predict_to_folder(
             row = res.row()
             row["overlay"] = None
             if overlays:
+                from .report.overlay import write_overlay  # matplotlib: imported only when overlays are drawn
+
                 rel = overlay_of[res.path]
                 written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
                 row["overlay"] = rel.as_posix()

@@ -1,24 +1,39 @@
-"""Dataset layer: discovery, readers, near-duplicate-aware splits, cache and torch datasets."""
+"""Dataset layer: discovery, readers, near-duplicate-aware splits, cache and torch datasets.
 
-from .discovery import DatasetIndex, Sample, canonical_class, find_dataset_root, resolve_classes, scan_dataset
-from .io import read_image, read_mask
-from .split import ManifestRow, make_split, read_manifest, write_manifest
-from .api import inspect_dataset, split_dataset, load_split
+The names below load on first use (PEP 562), so reading one image does not import the split and duplicate
+machinery (scipy) or the cache: a cold `lungxray predict` starts faster.
+"""
 
-__all__ = [
-    "DatasetIndex",
-    "ManifestRow",
-    "Sample",
-    "canonical_class",
-    "find_dataset_root",
-    "inspect_dataset",
-    "load_split",
-    "make_split",
-    "read_image",
-    "read_manifest",
-    "read_mask",
-    "resolve_classes",
-    "scan_dataset",
-    "split_dataset",
-    "write_manifest",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "DatasetIndex": "discovery",
+    "Sample": "discovery",
+    "canonical_class": "discovery",
+    "find_dataset_root": "discovery",
+    "resolve_classes": "discovery",
+    "scan_dataset": "discovery",
+    "read_image": "io",
+    "read_mask": "io",
+    "ManifestRow": "split",
+    "make_split": "split",
+    "read_manifest": "split",
+    "write_manifest": "split",
+    "inspect_dataset": "api",
+    "split_dataset": "api",
+    "load_split": "api",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

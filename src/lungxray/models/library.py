@@ -7,7 +7,6 @@ torch's FLOP counter, 13x XRNet's 0.43 at the same size), but of the family the 
 
 from __future__ import annotations
 
-from monai.networks.nets import DenseNet121
 from torch import nn
 
 from .registry import register_model
@@ -16,4 +15,6 @@ from .registry import register_model
 @register_model("densenet121", input_size=(224, 224), cam_layer="body.features.norm5")
 def densenet121(num_classes: int, input_size: tuple[int, int], dropout: float = 0.0, **kwargs) -> nn.Module:
     """MONAI DenseNet-121 (grayscale input); ImageNet weights with --pretrained imagenet."""
+    from monai.networks.nets import DenseNet121  # MONAI's import is slow: only when this model is built
+
     return DenseNet121(spatial_dims=2, in_channels=1, out_channels=num_classes, dropout_prob=dropout, **kwargs)

@@ -1,17 +1,35 @@
 """XRNet: a compact residual network with squeeze-excitation, sized for training on a laptop CPU.
 
 Why this shape: a stride-2 stem and early downsampling keep the expensive full-resolution layers thin;
-residual stages with BatchNorm train fast and stably from scratch; squeeze-excitation (MONAI's
-`ChannelSELayer`) adds global context for a few thousand parameters; global average pooling keeps
+residual stages with BatchNorm train fast and stably from scratch; squeeze-excitation (laid out as MONAI's
+`ChannelSELayer`, without importing MONAI: see `SqueezeExcitation`) adds global context for a few thousand parameters; global average pooling keeps
 the head tiny (so the weights ship in a few MB) and makes Grad-CAM on the last stage meaningful.
 """
 
 from __future__ import annotations
 
-from monai.networks.blocks import ChannelSELayer
+import torch
 from torch import nn
 
 from .registry import register_model
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel squeeze-excitation with MONAI `ChannelSELayer`'s parameter names ("fc.0", "fc.2").
+
+    Written out because importing MONAI costs more than importing torch, and prediction needs nothing else from
+    it; `tests/models/test_xrnet_se.py` checks it against MONAI's layer.
+    """
+
+    def __init__(self, channels: int, r: int = 4):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channels, channels // r), nn.ReLU(inplace=True),
+                                nn.Linear(channels // r, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        return x * self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
 
 
 class _Block(nn.Module):
@@ -23,7 +41,7 @@ class _Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.se = ChannelSELayer(2, cout, r=4) if se else nn.Identity()
+        self.se = SqueezeExcitation(cout, r=4) if se else nn.Identity()
         self.act = nn.ReLU()
         self.skip = (
             nn.Identity()

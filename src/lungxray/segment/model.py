@@ -20,6 +20,7 @@ from ..utils import atomic_write_bytes, write_json
 
 FORMAT = "lungxray-segmenter/1"
 ARCHITECTURE = "monai.networks.nets.UNet"
+"""The layout the weights follow (MONAI's); `segment/unet.py` builds it without importing MONAI."""
 DEFAULT_ARCH: dict = {
     "channels": [16, 32, 64, 128, 256],
     "strides": [2, 2, 2, 2],
@@ -52,19 +53,10 @@ def unet_args(**overrides) -> dict:
 
 
 def build_unet(channels, strides, num_res_units: int, norm: str, dropout: float) -> nn.Module:
-    """A 2-D, 1-channel-in, 1-logit-out MONAI U-Net."""
-    from monai.networks.nets import UNet
+    """A 2-D, 1-channel-in, 1-logit-out U-Net with MONAI's layout (see `segment/unet.py` for why not MONAI's class)."""
+    from .unet import UNet
 
-    return UNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=tuple(channels),
-        strides=tuple(strides),
-        num_res_units=num_res_units,
-        norm=norm,
-        dropout=dropout,
-    )
+    return UNet(channels, strides, num_res_units, norm, dropout)
 
 
 class LungUNet(nn.Module):
