@@ -13,7 +13,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from lungxray import metrics as M
+from lungxray.bootstrap import _weighted_auc
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     counts = np.stack([np.bincount(d, minlength=args.n) for d in draws]).astype(np.float64)
 
     def ours() -> np.ndarray:
-        return np.stack([M._weighted_auc(p[:, k], y == k, counts) for k in range(3)])
+        return np.stack([_weighted_auc(p[:, k], y == k, counts) for k in range(3)])
 
     def sklearn() -> np.ndarray:
         return np.array([[roc_auc_score(y[d] == k, p[d, k]) for d in draws] for k in range(3)])

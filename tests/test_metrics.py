@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from lungxray import metrics as M
+from lungxray.bootstrap import _weighted_auc
 
 CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 
@@ -297,7 +298,7 @@ def test_bootstrap_auc_agrees_with_scikit_learn_on_each_resample() -> None:
     p = rng.dirichlet(np.ones(3), size=200).round(2)  # rounding makes ties
     counts = np.stack([np.bincount(rng.integers(0, 200, 200), minlength=200) for _ in range(5)]).astype(float)
     for k in range(3):
-        fast = M._weighted_auc(p[:, k], y == k, counts)
+        fast = _weighted_auc(p[:, k], y == k, counts)
         for b in range(5):
             idx = np.repeat(np.arange(200), counts[b].astype(int))
             assert fast[b] == pytest.approx(roc_auc_score(y[idx] == k, p[idx, k]), abs=1e-12)

@@ -197,9 +197,9 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, args, message):
 
 
 def test_missing_default_model_says_how_to_get_one(monkeypatch, tmp_path):
-    import lungxray.predict as predict_mod
+    import lungxray.predict.predictor as predictor_mod
 
-    monkeypatch.setattr(predict_mod, "DEFAULT_MODEL", tmp_path / "weights" / "classifier.safetensors")
+    monkeypatch.setattr(predictor_mod, "DEFAULT_MODEL", tmp_path / "weights" / "classifier.safetensors")
     with pytest.raises(CheckpointError, match="lungxray train"):
         Predictor.load()
 

@@ -15,7 +15,7 @@ from lungxray.checkpoint import save_checkpoint
 from lungxray.cli import main
 from lungxray.errors import ConfigError
 from lungxray.models import create_model
-import lungxray.predict as predict_mod
+import lungxray.predict.writer as writer_mod
 from lungxray.predict import Predictor, predict_to_folder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
@@ -78,7 +78,7 @@ def test_resume_predicts_only_new_inputs(model, tmp_path, monkeypatch):
 def test_interrupted_run_resumes_where_it_stopped(model, tmp_path, monkeypatch):
     folder = _folder(tmp_path, IMAGES)
     out = tmp_path / "out"
-    monkeypatch.setattr(predict_mod, "FLUSH_SECONDS", 0.0)  # save after every image
+    monkeypatch.setattr(writer_mod, "FLUSH_SECONDS", 0.0)  # save after every image
     from lungxray.report import overlay
 
     calls = {"n": 0}

@@ -12,7 +12,8 @@ import torch
 
 from lungxray.checkpoint import load_state
 from lungxray.errors import CheckpointError
-from lungxray.predict import _csv_text, _resume_rows, csv_safe, csv_unsafe, discover_inputs
+from lungxray.predict import discover_inputs
+from lungxray.predict.writer import _csv_text, _resume_rows, csv_safe, csv_unsafe
 
 
 # ------------------------------------------------------------------------- 2. symlink loops, FIFOs

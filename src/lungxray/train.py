@@ -443,7 +443,8 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
 
 
 def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:
-    from .report.plots import layer_table, plot_history, plot_layer_table
+    from .report.layers import layer_table, plot_layer_table
+    from .report.plots import plot_history
 
     if history:
         plot_history(history, out / "curves.png")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lungxray.metrics import classification_metrics, softmax
-from lungxray.report import plots
+from lungxray.report import layers, plots
 
 CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -136,7 +136,7 @@ def test_layer_table_shapes_and_params(tmp_path: Path) -> None:
         nn.Linear(4 * 4 * 4, 3),
     )
     model.train()
-    rows = plots.layer_table(model, (2, 1, 8, 8))
+    rows = layers.layer_table(model, (2, 1, 8, 8))
     assert model.training  # mode restored after the eval-mode probe
     types = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Linear"]
     assert [r["type"] for r in rows] == types
@@ -146,7 +146,7 @@ def test_layer_table_shapes_and_params(tmp_path: Path) -> None:
     assert [r["params"] for r in rows] == [4 * 9 + 4, 8, 0, 0, 0, 64 * 3 + 3]
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in model.parameters())
     assert rows[0]["name"] == "0" and rows[-1]["name"] == "5"
-    _assert_png(plots.plot_layer_table(rows, tmp_path / "layers.png", "Tiny CNN"))
+    _assert_png(layers.plot_layer_table(rows, tmp_path / "layers.png", "Tiny CNN"))
 
 
 def test_layer_table_counts_container_params_and_shared_modules_once() -> None:
@@ -163,7 +163,7 @@ def test_layer_table_counts_container_params_and_shared_modules_once() -> None:
             return self.fc(self.fc(x + self.token))  # the same layer runs twice
 
     model = WithToken()
-    rows = plots.layer_table(model, (3, 5))
+    rows = layers.layer_table(model, (3, 5))
     assert [r["type"] for r in rows] == ["Linear", "Linear", "WithToken"]
     assert [r["output_shape"] for r in rows] == [[3, 5], [3, 5], [3, 5]]
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in model.parameters()) == 35

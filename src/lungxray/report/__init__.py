@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from .html import metrics_tables, write_report
+from .layers import layer_table, plot_layer_table
 from .plots import (
-    layer_table,
     macro_roc_curve,
     plot_comparison,
     plot_confusion,
     plot_history,
-    plot_layer_table,
     plot_reliability,
     plot_roc,
 )

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..utils import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from ..predict import PredictionResult
+    from ..predict.results import PredictionResult
 
 FOOTER = "Research use only \u2014 not for clinical use"
 _PANEL_IN = 4.0

@@ -9,114 +9,28 @@ the same, in the same order, in `_model_input` and `_classify`.
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
 import logging
-import os
 import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .ood import FeatureGuard, _last_linear, guard_path, input_checks, layout_descriptor, read_rgb_thumbnail
-from .errors import CheckpointError, ConfigError, DatasetError, ImageReadError, LungxrayError
-from .data.discovery import IMAGE_DIRS, MASK_DIRS
-from .data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
-from .preprocess import LungView, lung_view, uncrop
-from .metrics import softmax
-from .models import Classifier
-from .utils import atomic_write_text, check_output_folder, output_lock, read_json, write_json
+from ..ood import FeatureGuard, guard_path, input_checks, layout_descriptor, read_rgb_thumbnail
+from ..errors import CheckpointError, ConfigError, ImageReadError
+from ..data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
+from ..preprocess import LungView, lung_view, uncrop
+from ..metrics import softmax
+from ..models import Classifier
+from .explain import _FeatureTap, make_gradcam
+from .inputs import discover_inputs
+from .masks import find_mask, load_lung_segmenter, mask_plan
+from .results import (DEFAULT_MODEL, DISPLAY_MAX_SIDE, INTENDED_USE, MASK_MODES, MODEL_CARD, NOTICE, RUNTIMES,
+                      InputFile, PredictionResult, _MAX_SKIP_WARNINGS)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
-"""The shipped default classifier (weights + `classifier.json` metadata). Replacing the model is a one-file change here."""
-MODEL_CARD = "docs/MODEL_CARD.md"
-NOTICE = "research use only, not for clinical use"
-INTENDED_USE = (
-    "Research and teaching on chest X-ray classification (COVID-19 / Normal / Viral Pneumonia) with the "
-    "COVID-19 Radiography Database. Not a medical device: never use it for diagnosis, triage or any "
-    "decision about a patient."
-)
-MASK_MODES = ("auto", "provided", "predicted", "none")
-RUNTIMES = ("torch", "onnx")
-"""Who computes the probabilities. Grad-CAM always runs on the PyTorch weights (ONNX graphs have no gradients)."""
-DISPLAY_MAX_SIDE = 1024
-"""Overlays never need more; keeping a smaller copy bounds memory per batch for 4k-pixel DICOMs."""
-_MAX_SKIP_WARNINGS = 20
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One file to predict: `path` as the user gave it (joined with a folder), `rel` its path under the inputs' common folder."""
-
-    path: Path
-    rel: Path
-
-
-@dataclass
-class PredictionResult:
-    """What the pipeline says about one image.
-
-    `image`, `mask` and `cam` share one shape: the input downscaled to at most `DISPLAY_MAX_SIDE`
-    pixels on its longer side (the original size when smaller), ready to draw; the model itself saw
-    them resized to its `image_size`.
-    """
-
-    path: str
-    name: str
-    prediction: str
-    probability: float
-    probabilities: dict[str, float]
-    logits: list[float]
-    image: np.ndarray
-    original_shape: tuple[int, int]
-    mask: np.ndarray | None = None
-    mask_source: str | None = None
-    """"provided" (a mask file or array given), "predicted" (segmentation model) or None (no mask applied)."""
-    mask_path: str | None = None
-    cam: np.ndarray | None = None
-    provenance: dict = field(default_factory=dict)
-    ood: dict = field(default_factory=dict)
-    """Out-of-distribution guard: {"flagged", "reasons", "distance", "threshold", "layout_distance",
-    "layout_threshold"} (see lungxray.ood; distances are None where the model has no fitted guard)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (no arrays): what predictions.json holds for this image."""
-        return self.row()
-
-    def overlay(self, cam: bool = False, model_label: str = "") -> "Image.Image":
-        """The overlay `lungxray predict` writes, as a PIL image: the X-ray with the lung outline the model used,
-        "Prediction: X / Probability: Y%" and a bar per class; with `cam=True` the Grad-CAM panel beside it
-        (the result must come from `predict(..., cam=True)`)."""
-        from PIL import Image
-
-        from .report.overlay import render_overlay
-
-        if cam and self.cam is None:
-            raise ValueError("this result has no Grad-CAM map: predict with cam=True first")
-        shown = self if cam or self.cam is None else replace(self, cam=None)
-        return Image.open(io.BytesIO(render_overlay(shown, list(self.probabilities), model_label)))
-
-    def row(self) -> dict[str, Any]:
-        """JSON-ready record (no arrays)."""
-        return {
-            "path": self.path,
-            "name": self.name,
-            "prediction": self.prediction,
-            "probability": self.probability,
-            "probabilities": dict(self.probabilities),
-            "mask": self.mask_source,
-            "mask_path": self.mask_path,
-            "ood": self.ood,
-            "provenance": self.provenance,
-        }
-
 
 @dataclass
 class _Item:
@@ -155,57 +69,6 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ImageReadError(f"{name}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
     return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)
-
-
-def _unit_range(maps: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max to [0, 1] (1 = most important); an all-zero map stays zero.
-
-    MONAI's default post-processing maps max -> 0 and min -> 1, which reads backwards on a heatmap.
-    """
-    flat = maps.detach().flatten(1)
-    lo = flat.min(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
-    hi = flat.max(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
-    span = hi - lo
-    return torch.where(span > 0, (maps.detach() - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
-
-
-def make_gradcam(model: Classifier, layer: str):
-    """MONAI Grad-CAM on a private copy of `model` (hooks never touch the model used for prediction)."""
-    from monai.visualize import GradCAM
-    from monai.visualize.class_activation_maps import ModelWithHooks
-
-    class _PerSampleScore(ModelWithHooks):
-        # MONAI scores `logits[:, class_idx]`, which for a batch mixes every sample's class; we
-        # back-propagate each sample's own predicted class so a whole batch is explained at once.
-        def class_score(self, logits, class_idx):
-            return logits.gather(1, torch.as_tensor(class_idx, device=logits.device).view(-1, 1)).squeeze(1)
-
-    net = copy.deepcopy(model).eval()
-    hooks = _PerSampleScore(net, layer, register_forward=True, register_backward=True)
-    return GradCAM(hooks, layer, postprocessing=_unit_range)
-
-
-class _FeatureTap:
-    """(penultimate features, logits) from one forward pass, safe to call from several threads at once.
-
-    `lungxray.ood.penultimate_features` adds a hook per call; on a model shared by threads, one thread's hook
-    would also fire in another thread's forward pass. This hook is registered once and stores what it sees
-    per thread. It is a plain closure, so deep copies of the model (Grad-CAM's) share it harmlessly.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        local = threading.local()
-        self._local = local
-
-        def keep(module, inputs, output):
-            local.features = inputs[0].detach()
-
-        _last_linear(model).register_forward_hook(keep)
-
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._local.features = None
-        logits = model(x)
-        return self._local.features.float().flatten(1), logits.float()
 
 
 class Predictor:
@@ -368,41 +231,11 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------ masks
     def find_mask(self, file: InputFile | str | Path) -> Path | None:
-        """The mask file for an image: under `mask_dir` (same relative path, name or stem), else in a
-        sibling `masks/` folder (the Radiography Database layout `<class>/images/x.png` + `<class>/masks/x.png`)."""
-        f = file if isinstance(file, InputFile) else InputFile(Path(file), Path(Path(file).name))
-        p = Path(f.path)
-        names = [p.name, p.stem + ".png"]
-        candidates: list[Path] = []
-        if self.mask_dir is not None:
-            candidates.append(self.mask_dir / f.rel)
-            candidates += [self.mask_dir / n for n in names]
-        bases = [p.parent.parent, p.parent] if p.parent.name.lower() in IMAGE_DIRS else [p.parent]
-        for base in bases:
-            for d in MASK_DIRS:
-                candidates += [base / d / n for n in names]
-        for c in candidates:
-            if c.is_file() and c.resolve() != p.resolve():
-                return c
-        return None
+        """The mask file for an image (see `masks.find_mask`)."""
+        return find_mask(file, self.mask_dir)
 
     def _mask_plan(self, file: InputFile) -> tuple[Path | None, bool]:
-        """(mask file to read, whether a mask must be predicted) for one input under the current mode."""
-        if not self.masked or self.masks == "none":
-            return None, False
-        if self.masks == "predicted" or (self.masks == "auto" and self.trained_masks == "predicted"):
-            # A model trained on predicted masks sees predicted masks: same conditions as in training.
-            return None, True
-        found = self.find_mask(file)
-        if found is not None:
-            return found, False
-        if self.masks == "provided":
-            raise ConfigError(
-                f"{file.path}: --masks provided, but no mask was found (looked for a masks/ folder next to images/ "
-                "with the same file name" + (f", and under {self.mask_dir}" if self.mask_dir else "") +
-                "); pass --mask-dir DIR, or --masks auto to predict missing masks"
-            )
-        return None, True
+        return mask_plan(file, masked=self.masked, mode=self.masks, trained=self.trained_masks, mask_dir=self.mask_dir)
 
     def check_inputs(self, files: Sequence[InputFile]) -> dict[str, int]:
         """Fail before any work when the masks these inputs need cannot be had. Returns mask counts."""
@@ -420,26 +253,9 @@ class Predictor:
 
     def segmenter(self, example: str | None = None):
         """The lung segmentation model, loaded on first use; a clear error when it is not available."""
-        if self._segmenter is not None:
-            return self._segmenter
-        try:
-            from .segment import Segmenter
-        except ImportError as exc:
-            raise CheckpointError(self._no_segmenter(f"lungxray.segment cannot be imported: {exc}", example)) from None
-        try:
-            self._segmenter = Segmenter.load(path=None)
-        except LungxrayError as exc:
-            raise CheckpointError(self._no_segmenter(str(exc), example)) from None
+        if self._segmenter is None:
+            self._segmenter = load_lung_segmenter(self.model.name, example)
         return self._segmenter
-
-    def _no_segmenter(self, reason: str, example: str | None) -> str:
-        what = f"{example}: no lung mask was found for it, and " if example else ""
-        return (
-            f"{what}model {self.model.name!r} was trained on lung-masked images, so a mask has to be predicted, but the "
-            f"lung segmentation model is not available ({reason}). Put the masks in a masks/ folder next to images/ "
-            "(same file names) or pass --mask-dir DIR; or use a model trained without masks; or, knowingly, "
-            "--masks none (unmasked input, outside the model's training conditions)."
-        )
 
     # ------------------------------------------------------------------------------------ pipeline
     def _model_input(self, image: np.ndarray) -> np.ndarray:
@@ -679,281 +495,3 @@ def _onnx_session(checkpoint: Path, onnx_path: str | Path | None):
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
-    """Every non-hidden file under `folder`, sorted, skipping mask folders and excluded folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and d.lower() not in MASK_DIRS and (here / d).resolve() not in exclude
-        )
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield here / name
-
-
-def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
-    """Expand files and folders (recursively) into the files to predict, in a stable order.
-
-    Folders named like mask folders (`masks/`, `lung masks/`) and hidden files are not inputs;
-    everything else is, and its format is sniffed from content later (so a DICOM without an
-    extension works and a text file is reported, not silently dropped).
-
-    Raises:
-        DatasetError: a path does not exist, or nothing was found.
-    """
-    given = [Path(p) for p in paths]
-    if not given:
-        raise DatasetError("no input given: pass image files or folders")
-    missing = [p for p in given if not p.exists()]
-    if missing:
-        raise DatasetError(f"{missing[0]}: no such file or folder")
-    ex = {Path(e).resolve() for e in exclude}
-    roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in given]
-    base = Path(os.path.commonpath([str(r) for r in roots]))
-    seen: set[Path] = set()
-    out: list[InputFile] = []
-    for p in given:
-        for f in (_walk(p, ex) if p.is_dir() else [p]):
-            try:
-                key = f.resolve()
-                regular = f.is_file()
-            except (RuntimeError, OSError) as exc:  # a symlink loop, a dangling or unreadable link
-                log.warning("skipped %s: %s", f, exc)
-                continue
-            if not regular and f == p:
-                log.warning("skipped %s: not a regular file (a folder, FIFO, socket or device?)", f)
-            if key in seen or not regular:
-                continue
-            seen.add(key)
-            try:
-                rel = key.relative_to(base)
-            except ValueError:  # a symlink pointing elsewhere
-                rel = Path(f.name)
-            out.append(InputFile(f, rel))
-    if not out:
-        raise DatasetError(f"no files found in {', '.join(str(p) for p in given)}")
-    return out
-
-
-def overlay_names(files: Sequence[InputFile], taken: Iterable[str] = ()) -> dict[Path, Path]:
-    """Overlay path (relative to the output folder) for each input: its relative path with `.png`.
-
-    When inputs would share a name (`x.png` and `x.dcm`), the PNG keeps `x.png` and the others keep
-    their full name (`x.dcm.png`); any remaining clash, also with the `taken` names (overlays an
-    earlier run already wrote), gets `-2`, `-3`...
-    """
-    def key(p: Path) -> str:
-        return p.as_posix().lower()  # case-insensitive: macOS/Windows file systems
-
-    natural = [f.rel.with_suffix(".png") for f in files]
-    counts: dict[str, int] = {}
-    for n in natural:
-        counts[key(n)] = counts.get(key(n), 0) + 1
-    taken = {t.lower() for t in taken}
-    out: dict[Path, Path] = {}
-    for f, nat in zip(files, natural):
-        first = nat if counts[key(nat)] == 1 or f.rel.suffix.lower() == ".png" else f.rel.with_name(f.rel.name + ".png")
-        cand, i = first, 2
-        while key(cand) in taken:
-            cand, i = first.with_name(f"{first.name[:-4]}-{i}.png"), i + 1
-        taken.add(key(cand))
-        out[f.path] = cand
-    return out
-
-
-# ---------------------------------------------------------------------------------------- outputs
-@dataclass
-class PredictionRun:
-    """What `predict_to_folder` did."""
-
-    out: Path
-    classes: list[str]
-    rows: list[dict]
-    skipped: list[tuple[str, str]]
-    csv_path: Path
-    json_path: Path
-    overlays: list[Path]
-    model: dict
-    resumed: int = 0
-    """With --resume: how many of `rows` (the first ones) an earlier run had already written."""
-
-
-FLUSH_SECONDS = 2.0
-"""predict_to_folder rewrites predictions.csv/.json (atomically) this often while it runs, so an interrupted run
-loses at most a few seconds of work to --resume; the interval grows with the files so rewriting stays under ~10%."""
-
-
-def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dict) -> list[dict]:
-    """The rows an earlier run left in the output folder: predictions.csv says which inputs are done;
-    predictions.json, when it has them, gives their full records (it is written first, so it may hold more)."""
-    if not csv_path.is_file():
-        return []
-    header = ["path", "prediction", "probability", *classes]
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            table = list(csv.reader(fh))
-        old = read_json(json_path) if json_path.is_file() else {}
-        detail = {r["path"]: r for r in old.get("rows", [])}
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{csv_path.parent}: earlier predictions cannot be read to resume ({exc}); "
-                          "use --overwrite to start again") from None
-    if not table or table[0] != header or any(len(r) != len(header) for r in table[1:]):
-        raise ConfigError(f"{csv_path} does not hold this model's predictions (expected columns {', '.join(header)}); "
-                          "--resume needs the same model: use another --out, or --overwrite to start again")
-    for key in ("name", "version", "data_fingerprint", "image_size", "trained_masks"):
-        if key in old.get("model", {}) and old["model"][key] != model.get(key):
-            raise ConfigError(f"{json_path} was made with another model ({key} {old['model'][key]!r}, now "
-                              f"{model.get(key)!r}); --resume needs the same model: use another --out, or --overwrite")
-    rows = []
-    for path, prediction, probability, *probs in table[1:]:
-        path = csv_unsafe(path)
-        try:
-            row = detail.get(path) or {"path": path, "name": path, "prediction": prediction,
-                                       "probability": float(probability),
-                                       "probabilities": {c: float(v) for c, v in zip(classes, probs)}}
-        except ValueError:
-            raise ConfigError(f"{csv_path}: unreadable row for {path}; use --overwrite to start again") from None
-        rows.append(row)
-    return rows
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-"""A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP)."""
-
-
-def csv_safe(cell: str) -> str:
-    """Neutralise a text cell for spreadsheets: a leading formula character gets a `'` before it.
-    predictions.json keeps the real value; `csv_unsafe` undoes this when a CSV is read back (--resume)."""
-    return "'" + cell if cell.startswith(FORMULA_START) or cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
-
-
-def csv_unsafe(cell: str) -> str:
-    return cell[1:] if cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
-
-
-def _csv_text(rows: list[dict], classes: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a "\r" inside a file name is then quoted, not a row end
-    w.writerow(["path", "prediction", "probability", *classes])
-    for r in rows:
-        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
-    return buf.getvalue()
-
-
-def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_results", model: str | Path | None = None,
-                      **options) -> "PredictionRun":
-    """Classify files into folder `out`; `options` and what is written are those of `_predict_to_folder`.
-
-    The folder is checked for writing before the model loads, and locked while the run writes it: a second
-    run aimed at the same folder is refused instead of silently replacing this run's rows."""
-    created = not Path(out).exists()
-    check_output_folder(out)
-    try:
-        with output_lock(out, "predict"):
-            return _predict_to_folder(paths, out, model, **options)
-    except BaseException:
-        if created and Path(out).is_dir() and not any(Path(out).iterdir()):
-            Path(out).rmdir()  # a run that failed before writing anything leaves no empty folder behind
-        raise
-
-
-def _predict_to_folder(
-    paths: Sequence[str | Path],
-    out: str | Path = "test_results",
-    model: str | Path | None = None,
-    masks: str = "auto",
-    mask_dir: str | Path | None = None,
-    cam: bool = False,
-    batch_size: int = 16,
-    overwrite: bool = False,
-    overlays: bool = True,
-    device: str = "cpu",
-    progress: bool = False,
-    predictor: Predictor | None = None,
-    resume: bool = False,
-    workers: int = 0,
-) -> PredictionRun:
-    """Predict files/folders and write `predictions.csv`, `predictions.json` and one overlay PNG per input.
-
-    Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
-    With `resume`, the inputs already in `out/predictions.csv` are skipped and the new rows are added to it
-    (overlays of inputs it does not list yet, left by an interrupted run, are redone). Both files are
-    rewritten atomically every few seconds while the run goes on, so an interrupted run can be resumed.
-    Images are streamed: memory holds one batch plus the read-ahead of `workers` decoding threads.
-    Pass `predictor` to reuse a loaded one (then `model`, `masks`, `mask_dir`, `cam` and `device` are its own).
-
-    Returns:
-        PredictionRun with the rows (earlier rows first when resuming, then input order), skipped files
-        and written paths.
-    """
-    out = Path(out)
-    if resume and overwrite:
-        raise ConfigError("--resume continues the predictions in --out and --overwrite replaces them: give only one")
-    pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
-    files = discover_inputs(paths, exclude=[out])
-    csv_path, json_path = out / "predictions.csv", out / "predictions.json"
-    desc = pred.describe()
-    done = _resume_rows(csv_path, json_path, pred.classes, desc) if resume else []
-    if done:
-        seen = {r["path"] for r in done} | {str(Path(r["path"]).resolve()) for r in done}
-        files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
-    names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
-    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite and not resume:
-        raise ConfigError(
-            f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
-            "pass --overwrite to replace them, --resume to continue them, or choose another --out"
-        )
-    pred.check_inputs(files)
-    rows: list[dict] = list(done)
-    written: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    overlay_of = {str(path): rel for path, rel in names.items()}
-    label = f"{pred.model.name} {pred.meta.get('version') or ''}".strip()
-
-    def save() -> None:
-        # JSON first: after a crash between the two, predictions.csv (what --resume trusts) lists no row
-        # that predictions.json lacks.
-        write_json(json_path, {
-            "provenance": pred.provenance,
-            "model": desc,
-            "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None,
-                         "cam": pred.cam_enabled, "batch_size": batch_size},
-            "classes": pred.classes,
-            "n_predicted": len(rows),
-            "skipped": [{"path": p, "error": e} for p, e in skipped],
-            "rows": rows,
-        })
-        atomic_write_text(csv_path, _csv_text(rows, pred.classes))
-
-    last_save, save_cost = time.monotonic(), 0.0
-    try:
-        for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress, workers=workers):
-            row = res.row()
-            row["overlay"] = None
-            if overlays:
-                from .report.overlay import write_overlay  # matplotlib: imported only when overlays are drawn
-
-                rel = overlay_of[res.path]
-                written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
-                row["overlay"] = rel.as_posix()
-            rows.append(row)
-            if time.monotonic() - last_save >= max(FLUSH_SECONDS, 10 * save_cost):
-                started = time.monotonic()
-                save()
-                last_save = time.monotonic()
-                save_cost = last_save - started
-    except KeyboardInterrupt:
-        if len(rows) > len(done):
-            save()  # keep what is done: `--resume` continues from here
-        raise
-    if not rows:
-        raise ImageReadError(f"none of the {len(files)} file(s) could be read as an X-ray image (first: {skipped[0][1]})")
-    save()
-    if overlays:
-        from .report.gallery import write_gallery
-
-        write_gallery(out, rows, desc, pred.classes)
-    return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc, resumed=len(done))

@@ -1,0 +1,100 @@
+"""Which files a prediction run reads: folder walking, input discovery and overlay file names."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+
+from ..errors import DatasetError
+from ..data.discovery import MASK_DIRS
+from .results import InputFile
+
+log = logging.getLogger(__name__)
+
+def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
+    """Every non-hidden file under `folder`, sorted, skipping mask folders and excluded folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and d.lower() not in MASK_DIRS and (here / d).resolve() not in exclude
+        )
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield here / name
+
+
+def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
+    """Expand files and folders (recursively) into the files to predict, in a stable order.
+
+    Folders named like mask folders (`masks/`, `lung masks/`) and hidden files are not inputs;
+    everything else is, and its format is sniffed from content later (so a DICOM without an
+    extension works and a text file is reported, not silently dropped).
+
+    Raises:
+        DatasetError: a path does not exist, or nothing was found.
+    """
+    given = [Path(p) for p in paths]
+    if not given:
+        raise DatasetError("no input given: pass image files or folders")
+    missing = [p for p in given if not p.exists()]
+    if missing:
+        raise DatasetError(f"{missing[0]}: no such file or folder")
+    ex = {Path(e).resolve() for e in exclude}
+    roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in given]
+    base = Path(os.path.commonpath([str(r) for r in roots]))
+    seen: set[Path] = set()
+    out: list[InputFile] = []
+    for p in given:
+        for f in (_walk(p, ex) if p.is_dir() else [p]):
+            try:
+                key = f.resolve()
+                regular = f.is_file()
+            except (RuntimeError, OSError) as exc:  # a symlink loop, a dangling or unreadable link
+                log.warning("skipped %s: %s", f, exc)
+                continue
+            if not regular and f == p:
+                log.warning("skipped %s: not a regular file (a folder, FIFO, socket or device?)", f)
+            if key in seen or not regular:
+                continue
+            seen.add(key)
+            try:
+                rel = key.relative_to(base)
+            except ValueError:  # a symlink pointing elsewhere
+                rel = Path(f.name)
+            out.append(InputFile(f, rel))
+    if not out:
+        raise DatasetError(f"no files found in {', '.join(str(p) for p in given)}")
+    return out
+
+
+def overlay_names(files: Sequence[InputFile], taken: Iterable[str] = ()) -> dict[Path, Path]:
+    """Overlay path (relative to the output folder) for each input: its relative path with `.png`.
+
+    When inputs would share a name (`x.png` and `x.dcm`), the PNG keeps `x.png` and the others keep
+    their full name (`x.dcm.png`); any remaining clash, also with the `taken` names (overlays an
+    earlier run already wrote), gets `-2`, `-3`...
+    """
+    def key(p: Path) -> str:
+        return p.as_posix().lower()  # case-insensitive: macOS/Windows file systems
+
+    natural = [f.rel.with_suffix(".png") for f in files]
+    counts: dict[str, int] = {}
+    for n in natural:
+        counts[key(n)] = counts.get(key(n), 0) + 1
+    taken = {t.lower() for t in taken}
+    out: dict[Path, Path] = {}
+    for f, nat in zip(files, natural):
+        first = nat if counts[key(nat)] == 1 or f.rel.suffix.lower() == ".png" else f.rel.with_name(f.rel.name + ".png")
+        cand, i = first, 2
+        while key(cand) in taken:
+            cand, i = first.with_name(f"{first.name[:-4]}-{i}.png"), i + 1
+        taken.add(key(cand))
+        out[f.path] = cand
+    return out
+
+
+# ---------------------------------------------------------------------------------------- outputs

@@ -1,0 +1,75 @@
+"""Where a lung mask comes from for each input: a mask file beside it, the user's mask folder, or the lung U-Net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.discovery import IMAGE_DIRS, MASK_DIRS
+from ..errors import CheckpointError, ConfigError, LungxrayError
+from .results import InputFile
+
+
+def find_mask(file: InputFile | str | Path, mask_dir: Path | None = None) -> Path | None:
+    """The mask file for an image: under `mask_dir` (same relative path, name or stem), else in a sibling
+    `masks/` folder (the Radiography Database layout `<class>/images/x.png` + `<class>/masks/x.png`)."""
+    f = file if isinstance(file, InputFile) else InputFile(Path(file), Path(Path(file).name))
+    p = Path(f.path)
+    names = [p.name, p.stem + ".png"]
+    candidates: list[Path] = []
+    if mask_dir is not None:
+        candidates.append(mask_dir / f.rel)
+        candidates += [mask_dir / n for n in names]
+    bases = [p.parent.parent, p.parent] if p.parent.name.lower() in IMAGE_DIRS else [p.parent]
+    for base in bases:
+        for d in MASK_DIRS:
+            candidates += [base / d / n for n in names]
+    for c in candidates:
+        if c.is_file() and c.resolve() != p.resolve():
+            return c
+    return None
+
+
+def mask_plan(file: InputFile, *, masked: bool, mode: str, trained: str, mask_dir: Path | None) -> tuple[Path | None, bool]:
+    """(mask file to read, whether a mask must be predicted) for one input.
+
+    Args:
+        masked: whether the model was trained on masked images; mode: the mask mode asked for (auto, provided,
+        predicted, none); trained: the mask source the model was trained with; mask_dir: the user's mask folder.
+    """
+    if not masked or mode == "none":
+        return None, False
+    if mode == "predicted" or (mode == "auto" and trained == "predicted"):
+        # A model trained on predicted masks sees predicted masks: same conditions as in training.
+        return None, True
+    found = find_mask(file, mask_dir)
+    if found is not None:
+        return found, False
+    if mode == "provided":
+        raise ConfigError(
+            f"{file.path}: --masks provided, but no mask was found (looked for a masks/ folder next to images/ "
+            "with the same file name" + (f", and under {mask_dir}" if mask_dir else "") +
+            "); pass --mask-dir DIR, or --masks auto to predict missing masks"
+        )
+    return None, True
+
+
+def load_lung_segmenter(model_name: str, example: str | None = None):
+    """The shipped lung segmentation model; a CheckpointError saying what to do instead when it is not available."""
+    try:
+        from ..segment import Segmenter
+    except ImportError as exc:
+        raise CheckpointError(_no_segmenter(model_name, f"lungxray.segment cannot be imported: {exc}", example)) from None
+    try:
+        return Segmenter.load(path=None)
+    except LungxrayError as exc:
+        raise CheckpointError(_no_segmenter(model_name, str(exc), example)) from None
+
+
+def _no_segmenter(model_name: str, reason: str, example: str | None) -> str:
+    what = f"{example}: no lung mask was found for it, and " if example else ""
+    return (
+        f"{what}model {model_name!r} was trained on lung-masked images, so a mask has to be predicted, but the "
+        f"lung segmentation model is not available ({reason}). Put the masks in a masks/ folder next to images/ "
+        "(same file names) or pass --mask-dir DIR; or use a model trained without masks; or, knowingly, "
+        "--masks none (unmasked input, outside the model's training conditions)."
+    )

@@ -1,0 +1,214 @@
+"""`lungxray predict` into a folder: predictions.csv/json (resumable, written atomically), overlays, index.html."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+from ..errors import ConfigError, ImageReadError
+from ..utils import atomic_write_text, check_output_folder, output_lock, read_json, write_json
+from .inputs import discover_inputs, overlay_names
+from .predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class PredictionRun:
+    """What `predict_to_folder` did."""
+
+    out: Path
+    classes: list[str]
+    rows: list[dict]
+    skipped: list[tuple[str, str]]
+    csv_path: Path
+    json_path: Path
+    overlays: list[Path]
+    model: dict
+    resumed: int = 0
+    """With --resume: how many of `rows` (the first ones) an earlier run had already written."""
+
+
+FLUSH_SECONDS = 2.0
+"""predict_to_folder rewrites predictions.csv/.json (atomically) this often while it runs, so an interrupted run
+loses at most a few seconds of work to --resume; the interval grows with the files so rewriting stays under ~10%."""
+
+
+def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dict) -> list[dict]:
+    """The rows an earlier run left in the output folder: predictions.csv says which inputs are done;
+    predictions.json, when it has them, gives their full records (it is written first, so it may hold more)."""
+    if not csv_path.is_file():
+        return []
+    header = ["path", "prediction", "probability", *classes]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            table = list(csv.reader(fh))
+        old = read_json(json_path) if json_path.is_file() else {}
+        detail = {r["path"]: r for r in old.get("rows", [])}
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{csv_path.parent}: earlier predictions cannot be read to resume ({exc}); "
+                          "use --overwrite to start again") from None
+    if not table or table[0] != header or any(len(r) != len(header) for r in table[1:]):
+        raise ConfigError(f"{csv_path} does not hold this model's predictions (expected columns {', '.join(header)}); "
+                          "--resume needs the same model: use another --out, or --overwrite to start again")
+    for key in ("name", "version", "data_fingerprint", "image_size", "trained_masks"):
+        if key in old.get("model", {}) and old["model"][key] != model.get(key):
+            raise ConfigError(f"{json_path} was made with another model ({key} {old['model'][key]!r}, now "
+                              f"{model.get(key)!r}); --resume needs the same model: use another --out, or --overwrite")
+    rows = []
+    for path, prediction, probability, *probs in table[1:]:
+        path = csv_unsafe(path)
+        try:
+            row = detail.get(path) or {"path": path, "name": path, "prediction": prediction,
+                                       "probability": float(probability),
+                                       "probabilities": {c: float(v) for c, v in zip(classes, probs)}}
+        except ValueError:
+            raise ConfigError(f"{csv_path}: unreadable row for {path}; use --overwrite to start again") from None
+        rows.append(row)
+    return rows
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP)."""
+
+
+def csv_safe(cell: str) -> str:
+    """Neutralise a text cell for spreadsheets: a leading formula character gets a `'` before it.
+    predictions.json keeps the real value; `csv_unsafe` undoes this when a CSV is read back (--resume)."""
+    return "'" + cell if cell.startswith(FORMULA_START) or cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
+
+
+def csv_unsafe(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
+
+
+def _csv_text(rows: list[dict], classes: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a "\r" inside a file name is then quoted, not a row end
+    w.writerow(["path", "prediction", "probability", *classes])
+    for r in rows:
+        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
+    return buf.getvalue()
+
+
+def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_results", model: str | Path | None = None,
+                      **options) -> "PredictionRun":
+    """Classify files into folder `out`; `options` and what is written are those of `_predict_to_folder`.
+
+    The folder is checked for writing before the model loads, and locked while the run writes it: a second
+    run aimed at the same folder is refused instead of silently replacing this run's rows."""
+    created = not Path(out).exists()
+    check_output_folder(out)
+    try:
+        with output_lock(out, "predict"):
+            return _predict_to_folder(paths, out, model, **options)
+    except BaseException:
+        if created and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _predict_to_folder(
+    paths: Sequence[str | Path],
+    out: str | Path = "test_results",
+    model: str | Path | None = None,
+    masks: str = "auto",
+    mask_dir: str | Path | None = None,
+    cam: bool = False,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    overlays: bool = True,
+    device: str = "cpu",
+    progress: bool = False,
+    predictor: Predictor | None = None,
+    resume: bool = False,
+    workers: int = 0,
+) -> PredictionRun:
+    """Predict files/folders and write `predictions.csv`, `predictions.json` and one overlay PNG per input.
+
+    Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
+    With `resume`, the inputs already in `out/predictions.csv` are skipped and the new rows are added to it
+    (overlays of inputs it does not list yet, left by an interrupted run, are redone). Both files are
+    rewritten atomically every few seconds while the run goes on, so an interrupted run can be resumed.
+    Images are streamed: memory holds one batch plus the read-ahead of `workers` decoding threads.
+    Pass `predictor` to reuse a loaded one (then `model`, `masks`, `mask_dir`, `cam` and `device` are its own).
+
+    Returns:
+        PredictionRun with the rows (earlier rows first when resuming, then input order), skipped files
+        and written paths.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the predictions in --out and --overwrite replaces them: give only one")
+    pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
+    files = discover_inputs(paths, exclude=[out])
+    csv_path, json_path = out / "predictions.csv", out / "predictions.json"
+    desc = pred.describe()
+    done = _resume_rows(csv_path, json_path, pred.classes, desc) if resume else []
+    if done:
+        seen = {r["path"] for r in done} | {str(Path(r["path"]).resolve()) for r in done}
+        files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
+    names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
+    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite and not resume:
+        raise ConfigError(
+            f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
+            "pass --overwrite to replace them, --resume to continue them, or choose another --out"
+        )
+    pred.check_inputs(files)
+    rows: list[dict] = list(done)
+    written: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    overlay_of = {str(path): rel for path, rel in names.items()}
+    label = f"{pred.model.name} {pred.meta.get('version') or ''}".strip()
+
+    def save() -> None:
+        # JSON first: after a crash between the two, predictions.csv (what --resume trusts) lists no row
+        # that predictions.json lacks.
+        write_json(json_path, {
+            "provenance": pred.provenance,
+            "model": desc,
+            "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None,
+                         "cam": pred.cam_enabled, "batch_size": batch_size},
+            "classes": pred.classes,
+            "n_predicted": len(rows),
+            "skipped": [{"path": p, "error": e} for p, e in skipped],
+            "rows": rows,
+        })
+        atomic_write_text(csv_path, _csv_text(rows, pred.classes))
+
+    last_save, save_cost = time.monotonic(), 0.0
+    try:
+        for res in pred.predict_paths(files, batch_size=batch_size, skipped=skipped, progress=progress, workers=workers):
+            row = res.row()
+            row["overlay"] = None
+            if overlays:
+                from .report.overlay import write_overlay  # matplotlib: imported only when overlays are drawn
+
+                rel = overlay_of[res.path]
+                written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
+                row["overlay"] = rel.as_posix()
+            rows.append(row)
+            if time.monotonic() - last_save >= max(FLUSH_SECONDS, 10 * save_cost):
+                started = time.monotonic()
+                save()
+                last_save = time.monotonic()
+                save_cost = last_save - started
+    except KeyboardInterrupt:
+        if len(rows) > len(done):
+            save()  # keep what is done: `--resume` continues from here
+        raise
+    if not rows:
+        raise ImageReadError(f"none of the {len(files)} file(s) could be read as an X-ray image (first: {skipped[0][1]})")
+    save()
+    if overlays:
+        from .report.gallery import write_gallery
+
+        write_gallery(out, rows, desc, pred.classes)
+    return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc, resumed=len(done))
