@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled real sample and a per-session cache folder (never ~/.cache)."""
+"""Shared fixtures: the bundled real sample, a per-session cache folder (never ~/.cache), a stand-in segmenter,
+a tiny checkpoint and a DICOM writer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,40 @@ def sample_dir() -> Path:
     """The bundled 30-image sample of the COVID-19 Radiography Database (Kaggle layout)."""
     assert SAMPLE_DIR.is_dir(), f"bundled sample missing: {SAMPLE_DIR}"
     return SAMPLE_DIR
+
+
+class StandInSegmenter:
+    """Follows lungxray's one segmenter protocol, `predict(images, size=None) -> list of bool masks`, without
+    weights: every mask is a centred ellipse (`shape="ellipse"`) or the image's left half (`"left-half"`, easy to
+    tell from a provided mask). Counts the calls and the images it was given."""
+
+    def __init__(self, shape: str = "ellipse"):
+        if shape not in ("ellipse", "left-half"):
+            raise ValueError(shape)
+        self.shape, self.calls, self.images = shape, 0, 0
+
+    def predict(self, images, size=None):
+        import numpy as np
+
+        self.calls += 1
+        out = []
+        for im in images:
+            self.images += 1
+            h, w = size or np.asarray(im).shape
+            if self.shape == "left-half":
+                m = np.zeros((h, w), bool)
+                m[:, : w // 2] = True
+            else:
+                yy, xx = np.mgrid[:h, :w]
+                m = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1
+            out.append(m)
+        return out
+
+
+@pytest.fixture
+def stand_in_segmenter() -> type[StandInSegmenter]:
+    """The class of a weight-free stand-in segmenter (see `StandInSegmenter`); call it for an instance."""
+    return StandInSegmenter
 
 
 @pytest.fixture(scope="session")

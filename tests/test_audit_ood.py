@@ -17,16 +17,6 @@ from lungxray.models import create_model
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
 
 
-def ellipse_masks(images: np.ndarray) -> np.ndarray:
-    """A stand-in segmenter: two lung-shaped ellipses, so the audit can be tested without weights."""
-    n, h, w = images.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    m = np.zeros((h, w), bool)
-    for cx in (0.3 * w, 0.7 * w):
-        m |= ((xx - cx) / (0.16 * w)) ** 2 + ((yy - 0.5 * h) / (0.3 * h)) ** 2 <= 1
-    return np.repeat(m[None], n, 0)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit")
@@ -35,8 +25,8 @@ def run(tmp_path_factory):
     return train(cfg, SAMPLE, tmp / "run", tmp / "split.csv", progress=False)
 
 
-def test_audit_reports_all_measurements(run):
-    r = audit_run(run, SAMPLE, "test", segmenter=ellipse_masks, progress=False)
+def test_audit_reports_all_measurements(run, stand_in_segmenter):
+    r = audit_run(run, SAMPLE, "test", segmenter=stand_in_segmenter(), progress=False)
     assert set(r["accuracy"]) == {"full", "lungs_only", "lungs_removed"}
     assert all(0 <= v <= 1 for v in r["accuracy"].values())
     assert r["n"] == 6
@@ -161,7 +151,7 @@ def test_verdict_for_a_lung_only_model_reads_the_texture_check():
     assert "still finds something outside" in text and "relies on what is inside the lungs" in text
 
 
-def test_audit_of_a_lung_only_model_uses_its_view(tmp_path):
+def test_audit_of_a_lung_only_model_uses_its_view(tmp_path, stand_in_segmenter):
     # A tiny model labelled lung-only in its metadata: the audit must build its variants through the model's
     # lung view (crop + grown mask) with the stand-in segmenter's masks for every image.
     split_dataset(SAMPLE, tmp_path / "split.csv", seed=0, progress=False)
@@ -170,7 +160,7 @@ def test_audit_of_a_lung_only_model_uses_its_view(tmp_path):
     meta = json.loads((run / "best.json").read_text())
     meta["masks"], meta["lung_view"] = "predicted", {"crop": True, "margin": 0.05, "dilate": 1}
     (run / "best.json").write_text(json.dumps(meta))
-    r = audit_run(run, SAMPLE, "test", masks="predicted", segmenter=ellipse_masks, progress=False)
+    r = audit_run(run, SAMPLE, "test", masks="predicted", segmenter=stand_in_segmenter(), progress=False)
     assert set(r["accuracy"]) == {"model_input", "lungs_removed", "lung_texture_removed"}
     assert r["lung_only_model"] and r["lung_view"]["crop"] is True
     assert r["masks"]["predicted"] == r["n"]

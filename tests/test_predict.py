@@ -370,21 +370,10 @@ def test_masks_auto_without_a_mask_uses_the_shipped_segmenter(ckpts):
     assert r.mask_source == "predicted" and r.mask.shape == r.image.shape and r.mask.any()
 
 
-def test_predicted_masks_come_from_the_segmenter(ckpts):
-    class Ellipse:
-        calls = 0
-
-        def predict(self, images):
-            Ellipse.calls += 1
-            out = []
-            for im in images:
-                h, w = im.shape
-                yy, xx = np.mgrid[:h, :w]
-                out.append(((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1)
-            return out
-
+def test_predicted_masks_come_from_the_segmenter(ckpts, stand_in_segmenter):
+    seg = stand_in_segmenter()
     img = SAMPLE / "COVID" / "images" / "COVID-7.png"
-    pred = Predictor.load(ckpts["masked"], masks="predicted", segmenter=Ellipse())
+    pred = Predictor.load(ckpts["masked"], masks="predicted", segmenter=seg)
     (r,) = pred.predict_paths([img])
-    assert r.mask_source == "predicted" and Ellipse.calls == 1
+    assert r.mask_source == "predicted" and seg.calls == 1
     np.testing.assert_allclose(r.logits, _manual_logits(ckpts["masked"], img, r.mask), atol=1e-5)

@@ -18,7 +18,7 @@ the verdict calls that inconclusive rather than evidence that no shortcut exists
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,10 +32,10 @@ from .preprocess import LungView, lung_view
 from .metrics import softmax
 from .utils import next_free_folder, write_json
 
-MaskFn = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:
+    from .segment.inference import MaskPredictor
 
-
-def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskFn | None,
+def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskPredictor | None,
                 progress: bool = False) -> tuple[np.ndarray, list[str]]:
     """(N, H, W) float masks at the cache size: provided ones where present (unless source == "predicted")."""
     prep = data_split.prepared
@@ -55,12 +55,11 @@ def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskFn | No
         if segmenter is None:
             from .segment import Segmenter  # lazy: only needed when masks are missing
 
-            seg = Segmenter.load()
-            segmenter = lambda imgs: np.stack(seg.predict(list(imgs)))  # noqa: E731
+            segmenter = Segmenter.load()
         images = np.asarray(prep.images[prep.image_rows[idx[need]]], dtype=np.float32) / 255.0
         for start in progress_bar(range(0, len(need), 32), desc="segmenting", unit="batch", enabled=progress):
             chunk = need[start : start + 32]
-            out[chunk] = segmenter(images[start : start + len(chunk)]).astype(np.float32)
+            out[chunk] = np.stack(segmenter.predict(list(images[start : start + len(chunk)]))).astype(np.float32)
     return out, origin
 
 
@@ -70,7 +69,7 @@ def audit_run(
     split: str = "test",
     out: str | Path | None = None,
     masks: str = "auto",
-    segmenter: MaskFn | None = None,
+    segmenter: MaskPredictor | None = None,
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     progress: bool = True,

@@ -51,8 +51,8 @@ def test_load_and_predict_give_masks_of_the_input_size(tiny_run):
     assert all(m.dtype == bool for m in masks)
     assert [m.shape for m in seg.predict(images, size=(256, 256))] == [(256, 256)] * 3
     stack = np.stack([images[0], images[0]])
-    batch = seg.predict_batch(stack)
-    assert batch.shape == stack.shape and batch.dtype == bool
+    batch = seg.predict(stack)  # a stack (N, H, W) is a list of images too
+    assert len(batch) == 2 and batch[0].dtype == bool
     assert np.array_equal(batch[0], masks[0])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         seg.predict([images[0] * 255])

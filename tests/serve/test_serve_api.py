@@ -234,18 +234,6 @@ def test_onnx_runtime_serves_the_same_answers(tiny_run, client, tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------------------- masks
-class _Ellipse:
-    """A stand-in lung segmenter: one centred ellipse per image."""
-
-    def predict(self, images):
-        out = []
-        for im in images:
-            h, w = im.shape
-            yy, xx = np.mgrid[:h, :w]
-            out.append(((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1)
-        return out
-
-
 @pytest.fixture(scope="module")
 def masked_weights(tmp_path_factory) -> Path:
     from lungxray.checkpoint import save_checkpoint
@@ -257,8 +245,8 @@ def masked_weights(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("masked") / "masked", model, {"masks": "predicted"})
 
 
-def test_masked_model_shows_the_lung_outline(masked_weights):
-    client = TestClient(create_app(Predictor.load(masked_weights, segmenter=_Ellipse(), cam=True)))
+def test_masked_model_shows_the_lung_outline(masked_weights, stand_in_segmenter):
+    client = TestClient(create_app(Predictor.load(masked_weights, segmenter=stand_in_segmenter(), cam=True)))
     card = client.get("/v1/model").json()
     assert card["masking"] == {"trained_on": "predicted", "default": "auto", "per_request": ["auto", "none"]}
     body = _post(client, PNG, params={"overlay": "true", "cam": "true"}).json()

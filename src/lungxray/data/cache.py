@@ -16,6 +16,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,9 @@ from ..utils import atomic_write_text
 from .discovery import Sample
 from .hashing import dhash, hash_to_hex, hex_to_hash
 from .io import read_image, read_mask, resize_image, resize_mask, sniff_format, to_uint8
+
+if TYPE_CHECKING:
+    from ..segment.inference import MaskPredictor
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "LUNGXRAY_CACHE"
@@ -238,7 +242,7 @@ def prepare(
     )
 
 
-def predicted_masks(prep: Prepared, segmenter, fingerprint: str, cache_dir: str | Path | None = None,
+def predicted_masks(prep: Prepared, segmenter: "MaskPredictor", fingerprint: str, cache_dir: str | Path | None = None,
                     progress: bool = True, batch_size: int = 32) -> Prepared:
     """Replace `prep`'s masks with the segmentation model's, for every readable image alike.
 
@@ -260,8 +264,8 @@ def predicted_masks(prep: Prepared, segmenter, fingerprint: str, cache_dir: str 
         bar = progress_bar(range(0, len(unique), batch_size), desc="segmenting", unit="batch", enabled=progress)
         for start in bar:
             keys = unique[start : start + batch_size]
-            imgs = np.stack([np.asarray(prep.images[prep.image_rows[first[k]]], dtype=np.float32) / 255.0 for k in keys])
-            for k, m in zip(keys, segmenter.predict_batch(imgs)):
+            imgs = [np.asarray(prep.images[prep.image_rows[first[k]]], dtype=np.float32) / 255.0 for k in keys]
+            for k, m in zip(keys, segmenter.predict(imgs)):
                 store.append(k, np.asarray(m, dtype=np.uint8))
         store.save()
         for i in np.nonzero(prep.ok)[0]:

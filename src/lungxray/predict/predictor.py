@@ -184,8 +184,8 @@ class Predictor:
             CheckpointError: no usable checkpoint (the message says how to get one), or an ONNX file
                 exported from a different checkpoint.
         """
-        from .checkpoint import load_checkpoint
-        from .devices import resolve_device
+        from ..checkpoint import load_checkpoint
+        from ..devices import resolve_device
 
         path = Path(model) if model is not None else DEFAULT_MODEL
         if model is None and not (path.is_file() and path.with_suffix(".json").is_file()):
@@ -399,7 +399,7 @@ class Predictor:
         release the GIL), at most `max(2 * workers, batch_size)` files ahead; results, their order and
         the batches the model sees are the same as with 0 (everything in this thread).
         """
-        from .progress import bar as progress_bar
+        from ..progress import bar as progress_bar
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -478,7 +478,7 @@ class Predictor:
 def _onnx_session(checkpoint: Path, onnx_path: str | Path | None):
     """An ONNX Runtime session for `checkpoint`: the given export (checked to come from this checkpoint) or a
     cached one made now."""
-    from .export import OnnxClassifier, cached_onnx, checkpoint_digest
+    from ..export import OnnxClassifier, cached_onnx, checkpoint_digest
 
     if onnx_path is None:
         return OnnxClassifier(cached_onnx(checkpoint))

@@ -78,7 +78,7 @@ class PredictionResult:
         (the result must come from `predict(..., cam=True)`)."""
         from PIL import Image
 
-        from .report.overlay import render_overlay
+        from ..report.overlay import render_overlay
 
         if cam and self.cam is None:
             raise ValueError("this result has no Grad-CAM map: predict with cam=True first")

@@ -189,7 +189,7 @@ def _predict_to_folder(
             row = res.row()
             row["overlay"] = None
             if overlays:
-                from .report.overlay import write_overlay  # matplotlib: imported only when overlays are drawn
+                from ..report.overlay import write_overlay  # matplotlib: imported only when overlays are drawn
 
                 rel = overlay_of[res.path]
                 written.append(write_overlay(out / rel, res, pred.classes, model_label=label))
@@ -208,7 +208,7 @@ def _predict_to_folder(
         raise ImageReadError(f"none of the {len(files)} file(s) could be read as an X-ray image (first: {skipped[0][1]})")
     save()
     if overlays:
-        from .report.gallery import write_gallery
+        from ..report.gallery import write_gallery
 
         write_gallery(out, rows, desc, pred.classes)
     return PredictionRun(out, pred.classes, rows, skipped, csv_path, json_path, written, desc, resumed=len(done))

@@ -1,10 +1,11 @@
-"""Lung segmentation: a MONAI U-Net that gives X-rays without masks their lung masks.
+"""Lung segmentation: a U-Net (MONAI's layout) that gives X-rays without masks their lung masks.
 
     from lungxray.segment import Segmenter
     seg = Segmenter.load()            # the shipped weights
     masks = seg.predict(images)       # 2-D float arrays in [0, 1] -> bool masks of the same sizes
 
-Names are imported lazily, so `lungxray --help` does not pay for importing torch and MONAI.
+Any object with the same `predict` (`MaskPredictor`) can stand in for `Segmenter` wherever lungxray takes one.
+Names are imported lazily, so `lungxray --help` does not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import types
 
 _EXPORTS = {
     "Segmenter": ".inference",
+    "MaskPredictor": ".inference",
     "default_segmenter_path": ".inference",
     "LungUNet": ".model",
     "load_segmenter": ".model",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,14 @@ from .model import LungUNet, load_segmenter
 from .postprocess import fill_holes, keep_largest_components
 
 WEIGHTS_NAME = "lung-unet.safetensors"
+
+
+class MaskPredictor(Protocol):
+    """What lungxray asks of a lung segmenter, everywhere (cache, prediction, audit, `segment predict`):
+    `predict(images, size=None)` takes 2-D float images in [0, 1] (a list, or an (N, H, W) stack) and returns one
+    bool mask (lung = True) per image, at `size` or at each image's own size. `Segmenter` is the shipped one."""
+
+    def predict(self, images, size: tuple[int, int] | None = None) -> list[np.ndarray]: ...
 
 
 def default_segmenter_path() -> Path:
@@ -46,7 +54,7 @@ class Segmenter:
     Args:
         model: a LungUNet (switched to eval mode here).
         meta: its metadata (threshold and post-processing settings are read from it).
-        batch_size: images per forward pass in `predict`/`predict_batch`.
+        batch_size: images per forward pass in `predict`.
         amp: run the network under bfloat16 autocast: ~2x the batch throughput on CPUs with AVX-512 BF16,
             same validation Dice to 4 decimals (docs/RESULTS.md), but slow on CPUs without bf16 units.
             Default float32.
@@ -132,14 +140,3 @@ class Segmenter:
         arrays = [_as_image(x, i) for i, x in enumerate(images)]
         sizes = [tuple(size) if size is not None else a.shape for a in arrays]
         return list(self._run(arrays, sizes))
-
-    def predict_batch(self, images: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Like `predict` for a stack of same-size images (N, H, W); returns bool (N, H, W) (or (N, *size))."""
-        images = np.asarray(images)
-        if images.ndim != 3:
-            raise ValueError(f"predict_batch expects an (N, H, W) array, got shape {images.shape}")
-        out_size = tuple(size) if size is not None else images.shape[1:]
-        if len(images) == 0:
-            return np.zeros((0, *out_size), dtype=bool)
-        return np.stack(self.predict(images, size=out_size))
-
