@@ -83,7 +83,7 @@ def test_onnx_file_from_another_checkpoint_is_refused(tiny_run, tmp_path):
     onnx = export_onnx(other, tmp_path / "exported" / "other.onnx")
     with pytest.raises(CheckpointError, match="was not exported from"):
         Predictor.load(tiny_run, runtime="onnx", onnx_path=onnx)
-    with pytest.raises(CheckpointError, match="--runtime onnx"):
+    with pytest.raises(CheckpointError, match="runtime=onnx"):
         Predictor.load(onnx)
 
 

@@ -56,7 +56,7 @@ def test_ship_copies_weights_metadata_and_refuses_to_overwrite(tmp_path):
     assert {p.name for p in written} >= {"classifier.safetensors", "classifier.json"}
     model, meta = load_checkpoint(tmp_path / "weights" / "classifier.safetensors")
     assert meta["model"] == "cnn"
-    with pytest.raises(CheckpointError, match="--overwrite"):
+    with pytest.raises(CheckpointError, match="overwrite=True"):
         ship_checkpoint(run, tmp_path / "weights" / "classifier")
 
 

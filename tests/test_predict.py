@@ -357,7 +357,7 @@ def test_masks_auto_without_a_mask_fails_clearly_before_writing(ckpts, tmp_path,
     img = SAMPLE / "COVID" / "images" / "COVID-9.png"
     with pytest.raises(CheckpointError, match="segmentation model is not available") as err:
         list(Predictor.load(ckpts["masked"]).predict_paths([img]))
-    assert "COVID-9.png" in str(err.value) and "--mask-dir" in str(err.value)
+    assert "COVID-9.png" in str(err.value) and "mask_dir=" in str(err.value)
     res = CliRunner().invoke(main, ["predict", str(img), "--model", str(ckpts["masked"]), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "--mask-dir" in res.output and not (tmp_path / "out").exists()
 

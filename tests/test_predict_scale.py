@@ -52,7 +52,7 @@ def test_resume_predicts_only_new_inputs(model, tmp_path, monkeypatch):
     before = {r["path"]: r for r in _csv(out)}
     _folder(tmp_path, IMAGES[3:])  # three more files arrive in the same folder
 
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="resume=True"):
         predict_to_folder([folder], out, model)  # plain re-run: refused, nothing touched
     with pytest.raises(ConfigError, match="only one"):
         predict_to_folder([folder], out, model, resume=True, overwrite=True)

@@ -138,7 +138,7 @@ def test_resume_without_any_saved_epoch_says_how_to_restart(tmp_path):
     run.mkdir()
     (run / "split.csv").write_text("path,label,split\n")  # as if killed while the data was being read
     cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1})
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="overwrite=True"):
         train(cfg, SAMPLE, run, resume=True, progress=False)
 
 
@@ -156,9 +156,9 @@ def test_evaluate_audit_and_export_refuse_existing_outputs_before_any_work(tmp_p
     for sub in ("eval-test", "audit-test"):
         (run / sub).mkdir(parents=True)
         (run / sub / "metrics.json").write_text("{}")
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="overwrite=True"):
         evaluate_run(run, SAMPLE, "test", out=run / "eval-test", progress=False)
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="overwrite=True"):
         audit_run(run, SAMPLE, "test", out=run / "audit-test", progress=False)
     res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(SAMPLE), "--out", str(run / "eval-test")])
     assert res.exit_code == 2 and "--overwrite" in res.output

@@ -164,7 +164,7 @@ def test_evaluation_is_consistent(split_csv, tmp_path):
     shipped.mkdir()
     for suffix in (".safetensors", ".json"):
         (shipped / f"classifier{suffix}").write_bytes((run / f"best{suffix}").read_bytes())
-    with pytest.raises(ConfigError, match="--manifest"):
+    with pytest.raises(ConfigError, match="split_csv="):
         evaluate_run(shipped / "classifier.safetensors", SAMPLE, "test", progress=False)
     m2 = evaluate_run(shipped / "classifier.safetensors", SAMPLE, "test", run / "split.csv", out=tmp_path / "ev",
                       n_bootstrap=50, progress=False)

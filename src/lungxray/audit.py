@@ -51,7 +51,7 @@ def _lung_masks(data_split, idx: np.ndarray, source: str, segmenter: MaskPredict
             origin.append("predicted")
     if need:
         if source == "provided":
-            raise DatasetError(f"--masks provided, but {len(need)} of {len(idx)} images have no mask; use --masks auto")
+            raise DatasetError(f"masks=provided, but {len(need)} of {len(idx)} images have no mask; use masks=auto")
         if segmenter is None:
             from .segment import Segmenter  # lazy: only needed when masks are missing
 
@@ -83,11 +83,11 @@ def audit_run(
     from .predict import make_gradcam
 
     if masks not in ("auto", "provided", "predicted"):
-        raise ConfigError(f"--masks must be auto, provided or predicted, got {masks!r}")
+        raise ConfigError(f"masks={masks}: must be auto, provided or predicted")
     run = Path(run)
     out = Path(out) if out else next_free_folder(run / f"audit-{split}")  # audit-test, audit-test-2, ...
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
+        raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
     model, meta = load_checkpoint(run)
     size = tuple(meta["image_size"])
     ds = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress)

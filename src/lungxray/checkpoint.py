@@ -152,7 +152,7 @@ def verify_state(state: dict, path: str | Path) -> dict:
     expected = state.get("model_sha256")
     if expected is not None and tensors_digest(model) != expected:
         raise CheckpointError(f"{path}: the weights do not match their checksum (the file was altered or damaged); "
-                              "start again without --resume, or from an intact copy")
+                              "start again without resume=True, or from an intact copy")
     bad = [k for k, v in model.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: weights hold NaN or infinity (first: {bad[0]}); this state cannot be resumed")
@@ -164,7 +164,7 @@ def load_state(path: str | Path) -> dict:
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
         raise CheckpointError(f"{path}: the training state file is empty (a crash while it was first written?); "
-                              "delete it and start again without --resume")
+                              "delete it and start again without resume=True")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError... for unsafe or corrupt files
@@ -191,7 +191,7 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
         pairs.append((ood, dest.with_name(dest.name + ".ood.safetensors")))
     existing = [d for _, d in pairs if d.exists()]
     if existing and not overwrite:
-        raise CheckpointError(f"{existing[0]} exists; pass --overwrite to replace the shipped model")
+        raise CheckpointError(f"{existing[0]} exists; pass overwrite=True to replace the shipped model")
     for src, dst in pairs:
         data = src.read_bytes()
         if half and src == weights:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,14 +21,46 @@ def _size(value: int | None) -> tuple[int, int]:
     return (int(value), int(value))
 
 
+def _options(command: click.Command) -> dict[str, str]:
+    """Parameter name -> long flag, for `command` and every command under it."""
+    flags: dict[str, str] = {}
+    for param in command.params:
+        long = [o for o in param.opts if o.startswith("--")]
+        if isinstance(param, click.Option) and long and param.name:
+            flags.setdefault(param.name, long[0])
+    for sub in getattr(command, "commands", {}).values():
+        for name, flag in _options(sub).items():
+            flags.setdefault(name, flag)
+    return flags
+
+
+def flag_names(message: str, flags: dict[str, str]) -> str:
+    """Rewrite the library's `name=value` / `name=True` into the CLI's `--flag value` / `--flag` (see errors.py)."""
+    def swap(m: re.Match) -> str:
+        flag = flags.get(m.group(1))
+        if flag is None:
+            return m.group(0)
+        return flag if m.group(2) == "True" else f"{flag} {m.group(2)}".rstrip()
+
+    return re.sub(r"(?<![\w.=-])([a-z][a-z0-9_]*)=(True\b|[^\s,;)]*)", swap, message)
+
+
 class _Group(click.Group):
-    """Turns LungxrayError into a one-line message and exit code 2 instead of a traceback."""
+    """Turns LungxrayError into a one-line message (naming flags, not parameters) and exit code 2, no traceback."""
+
+    group_class = type  # subgroups (`lungxray data ...`) are _Groups too
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["lungxray.command"] = cmd  # meta is shared down the context tree: the innermost command wins
+        return name, cmd, rest
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LungxrayError as exc:
-            click.echo(f"error: {exc}", err=True)
+            command = ctx.meta.get("lungxray.command", self)
+            click.echo(f"error: {flag_names(str(exc), _options(command))}", err=True)
             ctx.exit(2)
         except OSError as exc:
             # A write that failed (disk full, permissions) after the checks: one line, never a traceback.
@@ -237,18 +270,18 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.argument("run", type=click.Path())
 @click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--manifest", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
+@click.option("--manifest", "split_csv", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT, or -2, -3, ... when that one is taken).")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
 @click.option("--masks", type=click.Choice(["provided", "predicted"]), default=None,
               help="For a lung-masked model: which masks to evaluate with (default: as trained).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in --out.")
-def evaluate_cmd(run, data, split_name, manifest, which, out, bootstrap, overwrite, masks) -> None:
+def evaluate_cmd(run, data, split_name, split_csv, which, out, bootstrap, overwrite, masks) -> None:
     """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
     from .evaluate import evaluate_run
 
-    m = evaluate_run(run, data, split_name, manifest, out, which, n_bootstrap=bootstrap, progress=True,
+    m = evaluate_run(run, data, split_name, split_csv, out, which, n_bootstrap=bootstrap, progress=True,
                      overwrite=overwrite, masks=masks)
     lo, hi = m["accuracy_ci"]
     click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "

@@ -21,7 +21,7 @@ def _fresh(out: Path) -> None:
     """Create `out`, replacing it only if an earlier demo made it (never a folder the user owns)."""
     if out.exists() and any(out.iterdir()):
         if not (out / _MARKER).exists():
-            raise ConfigError(f"{out} exists and was not made by the demo; move it away or choose another --out")
+            raise ConfigError(f"{out} exists and was not made by the demo; move it away or choose another out=")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / _MARKER, "made by lungxray demo; replaced on the next demo run\n")

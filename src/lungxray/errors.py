@@ -1,4 +1,9 @@
-"""The project's own error types: everything a user can cause is one of these."""
+"""The project's own error types: everything a user can cause is one of these.
+
+Messages name the library's parameters as Python keywords (`masks=provided`, `mask_dir=`, `overwrite=True`), so a
+Python caller reads what to pass; the command line rewrites each into the command's flag (`--masks provided`,
+`--mask-dir`, `--overwrite`) before printing (`cli.flag_names`).
+"""
 
 from __future__ import annotations
 

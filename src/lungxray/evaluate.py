@@ -61,20 +61,20 @@ def evaluate_run(
     if not (run.is_dir() or is_file):
         raise ConfigError(f"{run}: run folder (or .safetensors checkpoint) not found")
     if is_file and (split_csv is None or out is None):
-        raise ConfigError(f"{run}: a checkpoint file has no run folder; give --manifest (the split) and --out")
+        raise ConfigError(f"{run}: a checkpoint file has no run folder; give split_csv= (the split) and out=")
     if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split must be train, val or test, got {split!r}")
+        raise ConfigError(f"split={split}: must be train, val or test")
     # Without --out each evaluation gets its own folder (eval-test, eval-test-2, ...); an explicit one is never replaced
     # without overwrite.
     out = Path(out) if out else next_free_folder(run / f"eval-{split}")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
+        raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
     model, meta = load_checkpoint(run, which)
     manifest = Path(split_csv) if split_csv else run / "split.csv"
     trained_masks = meta.get("masks", "none")
     masks = masks or trained_masks
     if (masks == "none") != (trained_masks == "none"):
-        raise ConfigError(f"--masks {masks}: the model was trained with masks={trained_masks!r}; "
+        raise ConfigError(f"masks={masks}: the model was trained on {'unmasked images' if trained_masks == 'none' else trained_masks + ' masks'}; "
                           "only the kind of mask (provided or predicted) can be changed at evaluation")
     size = tuple(meta["image_size"])
     data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress, masks=masks)

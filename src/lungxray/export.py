@@ -65,7 +65,7 @@ def _check_out(out: str | Path, overwrite: bool) -> Path:
         raise ConfigError(f"{out}: the output file must end in .onnx")
     for target in (out, out.with_suffix(".json")):  # the metadata beside it is an output too
         if target.exists() and not overwrite:
-            raise ConfigError(f"{target} exists; pass --overwrite to replace it")
+            raise ConfigError(f"{target} exists; pass overwrite=True to replace it")
     return out
 
 
@@ -152,8 +152,8 @@ def export_all(run: str | Path, out: str | Path, segmentation: bool = False,
             Segmenter.load(segmentation_weights)
         except CheckpointError as exc:
             raise CheckpointError(
-                f"--segmentation: no lung segmentation model to export ({exc}). Pass --segmentation-weights with a "
-                "`lungxray segment train` run folder or .safetensors, or leave --segmentation out") from None
+                f"segmentation=True: no lung segmentation model to export ({exc}). Pass segmentation_weights= with a "
+                "`lungxray segment train` run folder or .safetensors, or leave segmentation= out") from None
     written = [export_onnx(run, out, overwrite=overwrite, which=which)]
     if segmentation:
         written.append(export_segmentation_onnx(segmentation_weights, targets[1], overwrite=overwrite))

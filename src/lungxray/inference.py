@@ -19,9 +19,9 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
     missing = [data.rows[i].path for i in idx if data.prepared.mask_rows[i] < 0]
     if missing:
         raise ConfigError(
-            f"--masks provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0]}). "
+            f"masks=provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0]}). "
             "Masking only the images that have masks would let the mask itself reveal the class. "
-            "Use --masks none, or give a dataset where every image has a mask."
+            "Use masks=none, or give a dataset where every image has a mask."
         )
 
 

@@ -46,13 +46,13 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         if resume:
             if not (out / "state.pt").is_file():
                 raise ConfigError(f"{out}: nothing to resume (no state.pt: it stopped before training began); "
-                                  "start it again with --overwrite")
+                                  "start it again with overwrite=True")
             # Temporary files of writes cut short by a crash (never visible under a final name).
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
             return
         if not overwrite:
-            raise ConfigError(f"{out} already holds a run; use --resume to continue it, --overwrite to replace it, or another --out")
+            raise ConfigError(f"{out} already holds a run; use resume=True to continue it, overwrite=True to replace it, or another out=")
         shutil.rmtree(out)
     elif resume:
         raise ConfigError(f"{out}: nothing to resume (folder missing or empty)")
@@ -143,7 +143,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if state is not None:
         saved = TrainConfig(**state["config"])
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
-            log.warning("--resume uses the run's saved config; other settings given now are ignored (except epochs)")
+            log.warning("resume=True uses the run's saved config; other settings given now are ignored (except epochs)")
         cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs})
         split_csv = out / "split.csv"
     if cfg.threads:
@@ -162,7 +162,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if saved_fp and saved_fp != split.fingerprint and not force:
         raise ConfigError(f"{out}: the split or its images changed since this run started (data fingerprint {saved_fp}, "
                           f"now {split.fingerprint}); resuming would silently train on other data. Start a new run, "
-                          "or pass force=True (--force) to continue anyway")
+                          "or pass force=True to continue anyway")
     labels = split.labels()
     if not resume and ctx.is_main:
         write_manifest(out / "split.csv", split.rows)
@@ -360,7 +360,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 log.info(msg)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
-        log.warning("interrupted during epoch %d; epoch %d is saved: continue with --resume --out %s", epoch, done, out)
+        log.warning("interrupted during epoch %d; epoch %d is saved: continue with `lungxray train --resume --out %s` "
+                    "(Python: train(..., resume=True))", epoch, done, out)
         raise
     if ctx.is_main:
         if cfg.calibrate:

@@ -55,7 +55,7 @@ def test_missing_class_folder_names_it_and_suggests_classes_option(tmp_path: Pat
     with pytest.raises(DatasetError) as exc:
         scan_dataset(root)
     msg = str(exc.value)
-    assert "['COVID', 'NORMAL']" in msg and "['Viral Pneumonia']" in msg and "--classes" in msg
+    assert "['COVID', 'NORMAL']" in msg and "['Viral Pneumonia']" in msg and "classes=" in msg
     # and the hint works
     assert dict(scan_dataset(root, ["COVID", "Normal"]).by_class()) == {"COVID": 2, "Normal": 2}
 

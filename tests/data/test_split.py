@@ -280,7 +280,7 @@ def test_read_manifest_missing_file(tmp_path: Path) -> None:
 def test_split_refuses_to_overwrite(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "split.csv"
     out.write_text("precious\n")
-    with pytest.raises(DatasetError, match="exists.*--overwrite"):
+    with pytest.raises(DatasetError, match="exists.*overwrite=True"):
         split_dataset(sample_dir, out, progress=False)
     assert out.read_text() == "precious\n"
     res = split_dataset(sample_dir, out, overwrite=True, progress=False)

@@ -88,7 +88,7 @@ def test_imagenet_offline_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     model = create_model("densenet121", input_size=64, **TINY_DENSE)
-    with pytest.raises(ConfigError, match="could not download .*densenet121-a639ec97.pth.*--pretrained PATH"):
+    with pytest.raises(ConfigError, match="could not download .*densenet121-a639ec97.pth.*pretrained=PATH"):
         load_pretrained(model, "imagenet", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="no published ImageNet weights for 'xrnet'"):
         load_pretrained(create_model("xrnet", input_size=64), "imagenet", cache_dir=tmp_path)

@@ -176,7 +176,7 @@ def split_dataset(
     Unreadable images are left out of the manifest (and reported), so every later command can trust it.
     """
     if out is not None and Path(out).exists() and not overwrite:
-        raise DatasetError(f"{out} exists; choose another --out or pass --overwrite")
+        raise DatasetError(f"{out} exists; choose another out= or pass overwrite=True")
     index = scan_dataset(path, classes)
     samples = cap_per_class(index.samples, per_class, seed)
     prep = prepare(samples, index.root, _detect_size(size), cache_dir, progress=progress, desc="hashing")
@@ -236,7 +236,7 @@ def load_split(
     if missing:
         raise DatasetError(
             f"{len(missing)} file(s) of the split are not under {index.root} (first: {missing[0]}); "
-            "is --data the dataset the split was made from?"
+            "is data= the dataset the split was made from?"
         )
     samples = [Sample(r.path, r.label, r.mask_path) for r in rows]
     prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="loading")

@@ -135,7 +135,7 @@ def find_dataset_root(path: str | Path, classes: tuple[str, ...] = DEFAULT_CLASS
         raise DatasetError(
             f"{best[1]}: found class folders {sorted(p.name for p in hits.values())} but not {missing}; "
             f"expected folders for {list(classes)} (aliases such as 'COVID-19', 'NORMAL', 'Viral_Pneumonia' work). "
-            "Use --classes to choose the classes present."
+            "Use classes= to choose the classes present."
         )
     seen = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else []
     what = f"it contains {seen}" if seen else "it is empty"
@@ -208,5 +208,5 @@ def scan_dataset(path: str | Path, classes: tuple[str, ...] | list[str] | None =
         raise DatasetError(f"{root}: class folders found but they contain no PNG/JPEG/DICOM images")
     empty = [c for c in classes if index.by_class()[c] == 0]
     if empty:
-        raise DatasetError(f"{root}: no images for class(es) {empty}; use --classes to leave them out")
+        raise DatasetError(f"{root}: no images for class(es) {empty}; use classes= to leave them out")
     return index

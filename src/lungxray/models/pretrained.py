@@ -85,10 +85,10 @@ def _local_file(source: str) -> Path:
     if p.is_dir():
         cand = p / "best.safetensors"
         if not cand.is_file():
-            raise ConfigError(f"--pretrained {source}: a folder must be a lungxray run (no best.safetensors in it)")
+            raise ConfigError(f"pretrained={source}: a folder must be a lungxray run (no best.safetensors in it)")
         return cand
     if not p.is_file():
-        raise ConfigError(f"--pretrained {source}: no such file (give a run folder, a .safetensors file, "
+        raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, "
                           "a weights-only .pt/.pth state dict, or 'imagenet')")
     return p
 
@@ -140,7 +140,7 @@ def _download_imagenet(model_name: str, cache_dir: str | Path | None) -> Path:
     url = IMAGENET_URLS.get(model_name)
     if url is None:
         known = ", ".join(sorted(IMAGENET_URLS))
-        raise ConfigError(f"--pretrained imagenet: no published ImageNet weights for {model_name!r} (available for: {known}); "
+        raise ConfigError(f"pretrained=imagenet: no published ImageNet weights for {model_name!r} (available for: {known}); "
                           "give a local file or run folder instead")
     from ..data.cache import default_cache_dir
 
@@ -155,7 +155,7 @@ def _download_imagenet(model_name: str, cache_dir: str | Path | None) -> Path:
         torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix.group(1) if prefix else None, progress=True)
     except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
-            f"--pretrained imagenet: could not download {url} ({exc}). Without internet access, fetch that file "
-            f"on a connected machine and pass it as --pretrained PATH/{dest.name}"
+            f"pretrained=imagenet: could not download {url} ({exc}). Without internet access, fetch that file "
+            f"on a connected machine and pass it as pretrained=PATH/{dest.name}"
         ) from None
     return dest

@@ -46,9 +46,9 @@ def mask_plan(file: InputFile, *, masked: bool, mode: str, trained: str, mask_di
         return found, False
     if mode == "provided":
         raise ConfigError(
-            f"{file.path}: --masks provided, but no mask was found (looked for a masks/ folder next to images/ "
+            f"{file.path}: masks=provided, but no mask was found (looked for a masks/ folder next to images/ "
             "with the same file name" + (f", and under {mask_dir}" if mask_dir else "") +
-            "); pass --mask-dir DIR, or --masks auto to predict missing masks"
+            "); pass mask_dir=DIR, or masks=auto to predict missing masks"
         )
     return None, True
 
@@ -70,6 +70,6 @@ def _no_segmenter(model_name: str, reason: str, example: str | None) -> str:
     return (
         f"{what}model {model_name!r} was trained on lung-masked images, so a mask has to be predicted, but the "
         f"lung segmentation model is not available ({reason}). Put the masks in a masks/ folder next to images/ "
-        "(same file names) or pass --mask-dir DIR; or use a model trained without masks; or, knowingly, "
-        "--masks none (unmasked input, outside the model's training conditions)."
+        "(same file names) or pass mask_dir=DIR; or use a model trained without masks; or, knowingly, "
+        "masks=none (unmasked input, outside the model's training conditions)."
     )

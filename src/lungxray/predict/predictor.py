@@ -92,7 +92,7 @@ class Predictor:
         onnx: Any = None,
     ):
         if masks not in MASK_MODES:
-            raise ConfigError(f"--masks must be one of {', '.join(MASK_MODES)}, got {masks!r}")
+            raise ConfigError(f"masks={masks}: must be one of {', '.join(MASK_MODES)}")
         self.model = model.eval()
         self.meta = meta
         self.classes: list[str] = list(meta.get("classes", model.classes))
@@ -104,18 +104,18 @@ class Predictor:
         self.masks = masks
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
-            raise ConfigError(f"--mask-dir {self.mask_dir}: no such folder")
+            raise ConfigError(f"mask_dir={self.mask_dir}: no such folder")
         if not self.masked and masks in ("provided", "predicted"):
             raise ConfigError(
-                f"--masks {masks}: model {model.name!r} was trained on unmasked images, so masking its input would "
-                "change what it sees; use --masks auto (or none) with this model"
+                f"masks={masks}: model {model.name!r} was trained on unmasked images, so masking its input would "
+                "change what it sees; use masks=auto (or none) with this model"
             )
         if self.masked and masks == "none":
-            log.warning("model %s was trained on lung-masked images; --masks none feeds it unmasked images, "
+            log.warning("model %s was trained on lung-masked images; masks=none feeds it unmasked images, "
                         "outside its training conditions", model.name)
         self.device = next(model.parameters()).device
         if runtime not in RUNTIMES:
-            raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+            raise ConfigError(f"runtime={runtime}: must be one of {', '.join(RUNTIMES)}")
         if runtime == "onnx" and onnx is None:
             raise ConfigError("runtime 'onnx' needs an ONNX session: build with Predictor.load(..., runtime='onnx')")
         self.runtime = runtime
@@ -133,10 +133,10 @@ class Predictor:
         if cam:
             layer = model.spec.cam_layer
             if not layer:
-                raise ConfigError(f"--cam: model {model.name!r} has no convolutional layer registered for Grad-CAM "
+                raise ConfigError(f"cam=True: model {model.name!r} has no convolutional layer registered for Grad-CAM "
                                   "(its ModelSpec.cam_layer is empty); use a convolutional model such as cnn")
             if layer not in dict(model.named_modules()):
-                raise CheckpointError(f"--cam: model {model.name!r} has no layer {layer!r}")
+                raise CheckpointError(f"cam=True: model {model.name!r} has no layer {layer!r}")
             self._cam = make_gradcam(model, layer)
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
         self.guard = None
@@ -191,18 +191,18 @@ class Predictor:
         if model is None and not (path.is_file() and path.with_suffix(".json").is_file()):
             raise CheckpointError(
                 f"no default model is installed ({path} and its .json are missing). Train one, e.g. "
-                "`lungxray train --config configs/seed/3-cnn.toml --out runs/cnn`, then pass --model runs/cnn"
+                "`lungxray train --config configs/seed/3-cnn.toml --out runs/cnn`, then pass model=runs/cnn"
             )
         if path.is_dir() and not (path / "best.safetensors").is_file() and (path / DEFAULT_MODEL.name).is_file():
             path = path / DEFAULT_MODEL.name  # a folder holding a shipped-style classifier.safetensors
         if model is not None and not path.exists():
-            raise CheckpointError(f"--model {model}: no such file or folder")
+            raise CheckpointError(f"model={model}: no such file or folder")
         if path.suffix == ".onnx":
             raise CheckpointError(
-                f"--model {model}: give the run folder or .safetensors the ONNX file was exported from, with "
-                "--runtime onnx (the PyTorch weights are checked against it and used for Grad-CAM)")
+                f"model={model}: give the run folder or .safetensors the ONNX file was exported from, with "
+                "runtime=onnx (the PyTorch weights are checked against it and used for Grad-CAM)")
         if runtime not in RUNTIMES:
-            raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+            raise ConfigError(f"runtime={runtime}: must be one of {', '.join(RUNTIMES)}")
         net, meta = load_checkpoint(path)
         net = net.to(resolve_device(device))
         session = _onnx_session(path, onnx_path) if runtime == "onnx" else None
@@ -375,7 +375,7 @@ class Predictor:
             raise ConfigError(f"masks must be one of {', '.join(MASK_MODES)}, got {mode!r}")
         use_mask = mask is not None and self.masked and mode != "none"
         if self.masked and mode == "provided" and mask is None:
-            raise ConfigError(f"{name}: --masks provided, but no mask was given")
+            raise ConfigError(f"{name}: masks=provided, but no mask was given")
         wants = self.masked and not use_mask and mode in ("auto", "predicted")
         if mode == "predicted":
             use_mask, wants = False, True
@@ -402,9 +402,9 @@ class Predictor:
         from ..progress import bar as progress_bar
 
         if batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size={batch_size}: must be >= 1")
         if workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {workers}")
+            raise ConfigError(f"workers={workers}: must be >= 0")
         items = list(paths)
         files = [p for p in items if isinstance(p, InputFile)]
         if len(files) != len(items):
@@ -487,7 +487,7 @@ def _onnx_session(checkpoint: Path, onnx_path: str | Path | None):
     if source != checkpoint_digest(checkpoint):
         raise CheckpointError(
             f"{onnx_path} was not exported from {checkpoint} (or its .json is missing or predates this check); "
-            f"re-export it with `lungxray export {checkpoint} --onnx {onnx_path} --overwrite`, or leave --onnx out "
+            f"re-export it with `lungxray export {checkpoint} --onnx {onnx_path} --overwrite`, or leave onnx= out "
             "to export one automatically")
     if "features" not in session.outputs:
         log.warning("%s has no 'features' output (an older export): the out-of-distribution guard is off", onnx_path)

@@ -52,14 +52,14 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
         detail = {r["path"]: r for r in old.get("rows", [])}
     except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{csv_path.parent}: earlier predictions cannot be read to resume ({exc}); "
-                          "use --overwrite to start again") from None
+                          "use overwrite=True to start again") from None
     if not table or table[0] != header or any(len(r) != len(header) for r in table[1:]):
         raise ConfigError(f"{csv_path} does not hold this model's predictions (expected columns {', '.join(header)}); "
-                          "--resume needs the same model: use another --out, or --overwrite to start again")
+                          "resume=True needs the same model: use another out=, or overwrite=True to start again")
     for key in ("name", "version", "data_fingerprint", "image_size", "trained_masks"):
         if key in old.get("model", {}) and old["model"][key] != model.get(key):
             raise ConfigError(f"{json_path} was made with another model ({key} {old['model'][key]!r}, now "
-                              f"{model.get(key)!r}); --resume needs the same model: use another --out, or --overwrite")
+                              f"{model.get(key)!r}); resume=True needs the same model: use another out=, or overwrite=True")
     rows = []
     for path, prediction, probability, *probs in table[1:]:
         path = csv_unsafe(path)
@@ -68,7 +68,7 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
                                        "probability": float(probability),
                                        "probabilities": {c: float(v) for c, v in zip(classes, probs)}}
         except ValueError:
-            raise ConfigError(f"{csv_path}: unreadable row for {path}; use --overwrite to start again") from None
+            raise ConfigError(f"{csv_path}: unreadable row for {path}; use overwrite=True to start again") from None
         rows.append(row)
     return rows
 
@@ -144,7 +144,7 @@ def _predict_to_folder(
     """
     out = Path(out)
     if resume and overwrite:
-        raise ConfigError("--resume continues the predictions in --out and --overwrite replaces them: give only one")
+        raise ConfigError("resume=True continues the predictions in out= and overwrite=True replaces them: give only one")
     pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
     files = discover_inputs(paths, exclude=[out])
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
@@ -159,7 +159,7 @@ def _predict_to_folder(
     if existing and not overwrite and not resume:
         raise ConfigError(
             f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
-            "pass --overwrite to replace them, --resume to continue them, or choose another --out"
+            "pass overwrite=True to replace them, resume=True to continue them, or choose another out="
         )
     pred.check_inputs(files)
     rows: list[dict] = list(done)

@@ -69,7 +69,7 @@ def predict_files(
     if not overwrite:
         clash = [out / f"{f.stem}.png" for f in files if (out / f"{f.stem}.png").exists()]
         if clash:
-            raise ConfigError(f"{clash[0]} exists ({len(clash)} output file(s) would be replaced); use --overwrite or another --out")
+            raise ConfigError(f"{clash[0]} exists ({len(clash)} output file(s) would be replaced); use overwrite=True or another out=")
     report = PredictReport()
     for start in range(0, len(files), batch_size):
         chunk, images = [], []

@@ -190,11 +190,11 @@ def train_segmenter(
     """
     cfg.validate()
     if not data and not holdout_data:
-        raise ConfigError("give at least one training folder (--data or --holdout-data)")
+        raise ConfigError("give at least one training folder (data= or holdout_data=)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ConfigError(f"{out} already holds a run; use --overwrite to replace it, or another --out")
+            raise ConfigError(f"{out} already holds a run; use overwrite=True to replace it, or another out=")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:

@@ -206,7 +206,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
         body_timeout: seconds a request body may stall before the request is answered with 408.
     """
     if max_upload_mb <= 0:
-        raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+        raise ConfigError(f"max_upload_mb={max_upload_mb}: must be positive")
     pred = predictor
     limit = int(max_upload_mb * 1024 * 1024)
     too_large = (f"upload too large: the limit is {max_upload_mb:g} MB per request (the server's --max-upload-mb); "
