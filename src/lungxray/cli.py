@@ -17,6 +17,22 @@ from .errors import LungxrayError
 DEFAULT_DATA = "../shared/data/covid19-radiography"
 
 
+# Options several commands share, declared once.
+data_option = click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path(),
+                           help="Dataset folder (or a parent).")
+checkpoint_option = click.option("--checkpoint", "which", default="best", show_default=True,
+                                 type=click.Choice(["best", "last"]), help="Which weights of the run.")
+device_option = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+runtime_option = click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                              help="Who computes the probabilities; onnx exports the model once (cached) and runs "
+                                   "ONNX Runtime.")
+
+
+def overwrite_option(what: str):
+    """--overwrite, with what it replaces in this command."""
+    return click.option("--overwrite", is_flag=True, help=f"Replace {what}.")
+
+
 def _size(value: int | None) -> tuple[int, int]:
     return (int(value), int(value))
 
@@ -159,7 +175,7 @@ def data_inspect(path: str, classes: str | None, max_distance: int, as_json: boo
 @click.option("--per-class", default=None, type=int, help="Cap images per class (subsampled before splitting).")
 @click.option("--max-distance", default=4, show_default=True,
               help="dHash distance (bits of 256) that always counts as a copy, besides the re-export detector.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@overwrite_option("an existing --out file")
 def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_distance, overwrite) -> None:
     """Write a stratified train/val/test manifest that never separates copies of one radiograph."""
     from .data import split_dataset
@@ -196,7 +212,7 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 
 
 @main.command("train")
-@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path(), help="Dataset folder (or a parent).")
+@data_option
 @click.option("--split", "split_csv", type=click.Path(), help="Manifest from `lungxray data split` (default: a seeded split made now).")
 @click.option("--model", default=None, help="Registered model name (see `lungxray models`).")
 @click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/seed/cnn.toml).")
@@ -218,7 +234,7 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--amp/--no-amp", default=None, help="bf16 mixed precision (autocast).")
 @click.option("--nproc", type=int, default=None, help="Launch N data-parallel processes with torchrun (DDP).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@overwrite_option("an existing run folder")
 @click.option("--force", is_flag=True, help="With --resume: continue even if the split or its images changed.")
 def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
               augment, l2, seed, pretrained, sets, device, amp, nproc, resume, overwrite, force) -> None:
@@ -268,15 +284,15 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 
 @main.command("evaluate")
 @click.argument("run", type=click.Path())
-@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@data_option
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--manifest", "split_csv", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@checkpoint_option
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT, or -2, -3, ... when that one is taken).")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
 @click.option("--masks", type=click.Choice(["provided", "predicted"]), default=None,
               help="For a lung-masked model: which masks to evaluate with (default: as trained).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in --out.")
+@overwrite_option("an existing evaluation in --out")
 def evaluate_cmd(run, data, split_name, split_csv, which, out, bootstrap, overwrite, masks) -> None:
     """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
     from .evaluate import evaluate_run
@@ -306,7 +322,7 @@ def models_cmd() -> None:
 
 
 @main.command("experiments")
-@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@data_option
 @click.option("--out", default="runs/experiments", show_default=True, type=click.Path())
 @click.option("--config", "configs", multiple=True, type=click.Path(), help="Configs to compare (default: configs/seed/*.toml).")
 @click.option("--split", "split_csv", type=click.Path(), help="Shared manifest (default: made once in OUT/split.csv).")
@@ -339,12 +355,12 @@ def demo_cmd(out, pipeline) -> None:
 
 @main.command("audit")
 @click.argument("run", type=click.Path())
-@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@data_option
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--masks", default="auto", show_default=True, type=click.Choice(["auto", "provided", "predicted"]),
               help="Lung masks: provided where present else predicted (auto), or one kind for all.")
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/audit-SPLIT, or -2, -3, ... when that one is taken).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing audit in --out.")
+@overwrite_option("an existing audit in --out")
 def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
     """Shortcut audit: accuracy with lungs removed / kept, Grad-CAM mass inside the lungs."""
     from .audit import audit_run
@@ -375,11 +391,10 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
 @click.option("--mask-dir", type=click.Path(), help="Folder of lung masks (same relative path or file name as each image).")
 @click.option("--cam", is_flag=True, help="Add a Grad-CAM heatmap panel to each overlay.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs in --out.")
+@device_option
+@overwrite_option("existing outputs in --out")
 @click.option("--no-overlay", is_flag=True, help="Only write predictions.csv and predictions.json.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Who computes the probabilities; onnx exports the model once (cached) and runs ONNX Runtime.")
+@runtime_option
 @click.option("--resume", is_flag=True, help="Skip inputs already in OUT/predictions.csv and add the new ones to it.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Threads reading and decoding images ahead of the model (0: in the main thread).")
@@ -435,8 +450,8 @@ data.add_command(fill_masks_cmd)
 
 @main.command("ship")
 @click.argument("run", type=click.Path())
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--overwrite", is_flag=True, help="Replace the currently shipped default model.")
+@checkpoint_option
+@overwrite_option("the currently shipped default model")
 @click.option("--half", is_flag=True, help="Store the weights as float16 (half the size; loaded back as float32).")
 def ship_cmd(run, which, overwrite, half) -> None:
     """Make RUN's checkpoint the package's default classifier (src/lungxray/weights/classifier.*)."""
@@ -453,8 +468,8 @@ def ship_cmd(run, which, overwrite, half) -> None:
 @click.option("--segmentation", is_flag=True, help="Also export the lung U-Net, to OUT-lungs.onnx.")
 @click.option("--segmentation-weights", type=click.Path(), default=None,
               help="Lung U-Net run folder or .safetensors (default: the shipped lung-unet weights).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@checkpoint_option
+@overwrite_option("existing output files")
 def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwrite) -> None:
     """Export RUN's classifier to ONNX (dynamic batch, calibrated probabilities, metadata JSON beside it)."""
     from .export import export_all, onnx_parity
@@ -472,12 +487,12 @@ def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwri
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the API to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--model", default=None, type=click.Path(), help="Run folder or .safetensors file (default: the shipped model).")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@runtime_option
 @click.option("--onnx", "onnx_path", type=click.Path(), default=None,
               help="With --runtime onnx: this export of --model (default: exported once and cached).")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Largest request body; larger uploads get 413.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+@device_option
 def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> None:
     """Serve the REST API (/v1/predict, docs at /docs) and the web page (/). Research use only."""
     from .serve import serve
@@ -489,7 +504,7 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
 
 @main.command("calibrate")
 @click.argument("run", type=click.Path())
-@click.option("--data", default=DEFAULT_DATA, show_default=True, type=click.Path())
+@data_option
 def calibrate_cmd(run, data) -> None:
     """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
     from .train import calibrate_existing
