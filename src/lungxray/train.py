@@ -7,12 +7,9 @@ crash or Ctrl-C at any moment leaves the last complete epoch resumable.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -21,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, runs
 from .progress import bar as progress_bar
-from .checkpoint import load_checkpoint, load_state, save_checkpoint, tensors_digest, verify_state
+from .checkpoint import load_checkpoint, load_state, save_checkpoint, verify_state
 from .devices import autocast_enabled, resolve_device
 from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
@@ -34,29 +31,11 @@ from .errors import ConfigError, TrainingError
 from .inference import check_masks, load_batch, predict_logits
 from .preprocess import LungView
 from .models import Classifier, create_model
-from .utils import atomic_write_bytes, atomic_write_text, output_lock, write_json
+from .utils import output_lock, write_json
 
 log = logging.getLogger(__name__)
 MIN_CALIBRATION_IMAGES = 50
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
-
-
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            if not (out / "state.pt").is_file():
-                raise ConfigError(f"{out}: nothing to resume (no state.pt: it stopped before training began); "
-                                  "start it again with overwrite=True")
-            # Temporary files of writes cut short by a crash (never visible under a final name).
-            for tmp in out.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-            return
-        if not overwrite:
-            raise ConfigError(f"{out} already holds a run; use resume=True to continue it, overwrite=True to replace it, or another out=")
-        shutil.rmtree(out)
-    elif resume:
-        raise ConfigError(f"{out}: nothing to resume (folder missing or empty)")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -90,14 +69,6 @@ def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=n).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def train(
@@ -137,7 +108,7 @@ def train(
 def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
            force: bool = False) -> Path:
     if ctx.is_main:
-        _prepare_run_dir(out, resume, overwrite)
+        runs.prepare_run_dir(out, resume, overwrite)
     ctx.barrier()
     state = verify_state(load_state(out / "state.pt"), out / "state.pt") if resume else None
     if state is not None:
@@ -233,26 +204,11 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     }
 
     def save_state(epoch: int) -> None:
-        weights = {k: v.cpu() for k, v in model.state_dict().items()}
-        blob = {
-            "epoch": epoch,
-            "model": weights,
-            "model_sha256": tensors_digest(weights),
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-            "data_fingerprint": split.fingerprint,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else {},
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "best_val_loss": best_loss,
-            "bad_epochs": bad_epochs,
-            "config": cfg.to_dict(),
-            "pretrained": pretrained,
-            "version": __version__,
-        }
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write_bytes(out / "state.pt", buf.getvalue())
+        runs.save_state(out, model, epoch=epoch, **({"ema": ema.state_dict()} if ema is not None else {}),
+                        data_fingerprint=split.fingerprint, optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict() if sched is not None else {}, history=history,
+                        best_val_loss=best_loss, bad_epochs=bad_epochs, config=cfg.to_dict(), pretrained=pretrained,
+                        version=__version__)
 
     if state is None and ctx.is_main:
         save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
@@ -350,7 +306,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 if improved:
                     save_checkpoint(out / "best", scored, meta)
                 save_checkpoint(out / "last", scored, meta)
-                _write_history(out / "history.csv", history)
+                runs.write_history(out / "history.csv", history, HISTORY_COLUMNS)
                 save_state(epoch)
             msg = (f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
                    f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr:.2e}  {row['images_per_s']:.0f} img/s")

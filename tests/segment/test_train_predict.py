@@ -100,3 +100,51 @@ def test_missing_or_corrupt_weights_raise_checkpoint_error(tmp_path, tiny_run):
         Segmenter.load(other.with_suffix(".safetensors"))
     with pytest.raises(CheckpointError, match="pickled"):
         Segmenter.load(tmp_path / "model.pt")
+
+
+RESUME_CHILD = """
+import sys, time
+import lungxray.runs as runs
+real = runs.save_state
+def save_then_wait(out, model, **rest):
+    real(out, model, **rest)
+    if rest["epoch"] == 1:
+        print("epoch 1 saved", flush=True)
+        time.sleep(120)  # killed here, with -9
+runs.save_state = save_then_wait
+from lungxray.segment import SegTrainConfig, train_segmenter
+cfg = SegTrainConfig.from_dict({"image_size": 32, "channels": [4, 8, 16], "num_res_units": 1, "epochs": 3,
+                                "batch_size": 4})
+train_segmenter(cfg, [], sys.argv[1], holdout_data=[sys.argv[2]], progress=False)
+"""
+
+
+def test_segment_train_resumes_after_kill_9_exactly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from lungxray.runs import STATE
+
+    full = train_segmenter(_tiny(epochs=3), [], tmp_path / "full", holdout_data=[VP], progress=False)
+    part = tmp_path / "part"
+    child = subprocess.Popen([sys.executable, "-c", RESUME_CHILD, str(part), str(VP)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "epoch 1 saved"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    assert (part / STATE).is_file() and not (part / "summary.json").exists()  # killed mid-run
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_segmenter(_tiny(epochs=3), [], part, holdout_data=[VP], progress=False)
+    resumed = train_segmenter(_tiny(), [], part, holdout_data=[VP], progress=False, resume=True)  # its own config
+    cols = lambda run: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                        for r in json.loads((run / "best.json").read_text())["training"]["history"]]
+    assert len(cols(resumed)) == 3 and cols(resumed) == cols(full)
+    a, b = Segmenter.load(full).model.state_dict(), Segmenter.load(resumed).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_segment_resume_needs_a_run(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train_segmenter(_tiny(), [], tmp_path / "none", holdout_data=[VP], progress=False, resume=True)

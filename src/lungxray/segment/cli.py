@@ -42,18 +42,21 @@ def segment_group() -> None:
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast [on].")
 @click.option("--augment/--no-augment", default=None)
 @click.option("--threads", type=int, help="CPU threads (default: torch's).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None, help="Where to train [cpu].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch (its saved settings).")
 def train_cmd(data, holdout_data, val, out, holdout_frac, epochs, batch_size, lr, image_size, channels, num_res_units,
-              seed, split_seed, max_pairs, amp, augment, threads, overwrite) -> None:
+              seed, split_seed, max_pairs, amp, augment, threads, device, overwrite, resume) -> None:
     """Train the lung U-Net (Dice + BCE); the best epoch by validation Dice is kept."""
     from .train import SegTrainConfig, train_segmenter
 
     cfg = SegTrainConfig.from_dict({
         "holdout_frac": holdout_frac, "epochs": epochs, "batch_size": batch_size, "lr": lr, "image_size": image_size,
         "channels": _channels(channels), "num_res_units": num_res_units, "seed": seed, "split_seed": split_seed,
-        "max_pairs": max_pairs, "amp": amp, "augment": augment, "threads": threads,
+        "max_pairs": max_pairs, "amp": amp, "augment": augment, "threads": threads, "device": device,
     })
-    run = train_segmenter(cfg, list(data), out, list(holdout_data), list(val), overwrite=overwrite, progress=True)
+    run = train_segmenter(cfg, list(data), out, list(holdout_data), list(val), overwrite=overwrite, progress=True,
+                          resume=resume)
     click.echo(f"run saved in {run} (best.safetensors + best.json, history.csv); "
                f"use it with: lungxray segment predict IMAGE... --weights {run} --out DIR")
 

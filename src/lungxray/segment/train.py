@@ -13,12 +13,9 @@ masks' own resolution, HD95) by the same code the benchmark uses.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,8 +27,11 @@ from tqdm import tqdm
 
 from ..data.transforms import random_affined, random_intensity
 from ..progress import bar as progress_bar
+from .. import runs
+from ..checkpoint import load_state, verify_state
+from ..devices import autocast_enabled, resolve_device
 from ..errors import ConfigError
-from ..utils import atomic_write_text, write_json
+from ..utils import write_json
 from .data import PairSet, find_pairs, holdout_split, load_pairs
 from .evaluate import evaluate_pairs, near_duplicates_of
 from .inference import Segmenter
@@ -64,7 +64,10 @@ class SegTrainConfig:
     aug_shear: float = 0.05
     aug_intensity: float = 0.2
     amp: bool = True
-    """bfloat16 autocast: 2-4x faster training on CPUs with AVX-512 BF16."""
+    """bfloat16 autocast: 2-4x faster training on CPUs with AVX-512 BF16 and on GPUs; elsewhere it is turned off
+    (emulated bf16 is ~10x slower, see `devices.autocast_enabled`)."""
+    device: str = "cpu"
+    """cpu, cuda or auto (cuda when available)."""
     channels_last: bool = True
     threads: int = 0
     max_pairs: int | None = None
@@ -140,11 +143,12 @@ def _batch(ps: PairSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
 def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, memory: torch.memory_format, batch_size: int = 32) -> float:
     """Mean per-image Dice at the model size, thresholded, no post-processing: cheap enough for every epoch."""
     model.eval()
+    device = next(model.parameters()).device
     scores = []
     for start in range(0, len(ps), batch_size):
         b = _batch(ps, np.arange(start, min(start + batch_size, len(ps))))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            pred = model(b["image"].contiguous(memory_format=memory)).float() > 0
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(b["image"].to(device).contiguous(memory_format=memory)).float().cpu() > 0
         ref = b["mask"] > 0.5
         inter = (pred & ref).flatten(1).sum(1).float()
         total = (pred.flatten(1).sum(1) + ref.flatten(1).sum(1)).float()
@@ -160,14 +164,6 @@ def _say(msg: str, progress: bool) -> None:
         log.info(msg)
 
 
-def _write_history(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def train_segmenter(
     cfg: SegTrainConfig,
     data: list[str | Path],
@@ -176,6 +172,7 @@ def train_segmenter(
     val_data: list[str | Path] = (),
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> Path:
     """Train a lung U-Net and write a run folder (config.json, history.csv, best/last .safetensors + .json).
 
@@ -185,6 +182,8 @@ def train_segmenter(
         out: run folder to create.
         holdout_data: folders split into a training share and a held-out validation share.
         val_data: validation-only folders.
+        resume: continue the run in `out` from its last complete epoch, after a crash or kill; its saved config
+            is used (`cfg` is ignored) and the data folders must be given again and hold the same files.
     Returns:
         The run folder; `best.json` holds the held-out file lists and the full validation scores.
     """
@@ -192,11 +191,11 @@ def train_segmenter(
     if not data and not holdout_data:
         raise ConfigError("give at least one training folder (data= or holdout_data=)")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} already holds a run; use overwrite=True to replace it, or another out=")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    runs.prepare_run_dir(out, resume, overwrite)
+    state = None
+    if resume:
+        state = verify_state(load_state(out / runs.STATE), out / runs.STATE)
+        cfg = SegTrainConfig.from_dict(state["config"])  # the run continues as it started
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     size = (cfg.image_size, cfg.image_size)
@@ -227,8 +226,12 @@ def train_segmenter(
     if len(train_set) == 0:
         raise ConfigError("no training pairs left")
     write_json(out / "config.json", cfg.to_dict())
+    fingerprint = _fingerprint(train_set, val_sets)
+    if state is not None and state.get("data_fingerprint") != fingerprint:
+        raise ConfigError(f"{out}: these data folders do not hold the files the run started with (fingerprint "
+                          f"{state.get('data_fingerprint')}, now {fingerprint}); give the same data= folders")
     data_meta = {
-        "data_fingerprint": _fingerprint(train_set, val_sets),
+        "data_fingerprint": fingerprint,
         "threads": torch.get_num_threads(),
         "train_sources": {s.pairs[0].source: len(s) for s in train_sets if len(s)},
         "train_pairs": len(train_set),
@@ -244,7 +247,7 @@ def train_segmenter(
         model = LungUNet(size, channels=cfg.channels, num_res_units=cfg.num_res_units, norm=cfg.norm, dropout=cfg.dropout)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        history, best = _fit(cfg, model, train_set, val_sets, out, data_meta, progress)
+        history, best = _fit(cfg, model, train_set, val_sets, out, data_meta, progress, state)
     epoch_seconds = sum(r["seconds"] for r in history)
 
     # Full scoring of the best epoch, through the same inference path as `predict` and the benchmark.
@@ -270,9 +273,12 @@ def train_segmenter(
 
 
 def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dict[str, PairSet], out: Path,
-         data_meta: dict, progress: bool) -> tuple[list[dict], dict]:
+         data_meta: dict, progress: bool, state: dict | None = None) -> tuple[list[dict], dict]:
     from monai.losses import DiceLoss
 
+    device = resolve_device(cfg.device)
+    amp = autocast_enabled(cfg.amp, device)
+    model.to(device)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
@@ -282,7 +288,20 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf}
     seconds_training = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    start_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, seconds_training = state["history"], state["best"], state["seconds_training"]
+        start_epoch = state["epoch"] + 1
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    else:
+        runs.save_state(out, model, epoch=0, optimizer=opt.state_dict(), scheduler=sched.state_dict(), history=[],
+                        best=best, seconds_training=0.0, config=cfg.to_dict(),
+                        data_fingerprint=data_meta["data_fingerprint"])
+    for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         # One generator per epoch, derived from the seed: shuffling and augmentation are reproducible.
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -299,9 +318,9 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
                                        zoom=cfg.aug_zoom, shear=cfg.aug_shear)
                 if cfg.aug_intensity:
                     batch["image"] = random_intensity(batch["image"], gen, cfg.aug_intensity)
-            x = batch["image"].contiguous(memory_format=memory)
-            y = batch["mask"]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            x = batch["image"].to(device).contiguous(memory_format=memory)
+            y = batch["mask"].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             logits = logits.float()
             loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
@@ -314,7 +333,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - t0
         seconds_training += train_seconds
-        scores = {name: _quick_dice(model, vs, cfg.amp, memory) for name, vs in val_sets.items()}
+        scores = {name: _quick_dice(model, vs, amp, memory) for name, vs in val_sets.items()}
         score = float(np.mean(list(scores.values()))) if scores else -loss_sum / seen
         row = {
             "epoch": epoch,
@@ -336,7 +355,11 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
             best = {"epoch": epoch, "score": score}
             save_segmenter(out / "best", model, meta)
         save_segmenter(out / "last", model, meta)
-        _write_history(out / "history.csv", history)
+        runs.write_history(out / "history.csv", history)
+        # Last: the state names this epoch complete only once everything it wrote is in place.
+        runs.save_state(out, model, epoch=epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        history=history, best=best, seconds_training=seconds_training, config=cfg.to_dict(),
+                        data_fingerprint=data_meta["data_fingerprint"])
         dice_txt = "  ".join(f"{k}: {v:.4f}" for k, v in scores.items())
         msg = f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  val Dice {dice_txt}  {row['seconds']:.0f}s  {row['images_per_s']:.1f} img/s"
         _say(msg, progress)
