@@ -73,21 +73,21 @@ def test_training_does_not_change_global_rng(split_csv, tmp_path):
 
 
 def test_resume_after_interrupt_matches_uninterrupted_run(split_csv, tmp_path, monkeypatch):
-    import lungxray.train as train_mod
+    import lungxray.runs as runs_mod
 
     cfg = _cfg(epochs=3, augment=True, scheduler="cosine")
     full = train(cfg, SAMPLE, tmp_path / "full", split_csv, progress=False)
-    real = train_mod._write_history
+    real = runs_mod.write_history
 
-    def interrupt_in_epoch_two(path, rows):
+    def interrupt_in_epoch_two(path, rows, columns=None):
         if len(rows) == 2:
             raise KeyboardInterrupt  # as if Ctrl-C arrived while epoch 2 was being saved
-        real(path, rows)
+        real(path, rows, columns)
 
-    monkeypatch.setattr(train_mod, "_write_history", interrupt_in_epoch_two)
+    monkeypatch.setattr(runs_mod, "write_history", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, SAMPLE, tmp_path / "part", split_csv, progress=False)
-    monkeypatch.setattr(train_mod, "_write_history", real)
+    monkeypatch.setattr(runs_mod, "write_history", real)
     assert load_state(tmp_path / "part" / "state.pt")["epoch"] == 1
     resumed = train(cfg, SAMPLE, tmp_path / "part", None, resume=True, progress=False)
     key = lambda h: [(r["epoch"], r["train_loss"], r["val_loss"], r["val_acc"], r["lr"]) for r in h]
@@ -186,7 +186,7 @@ def test_checkpoint_loading_refuses_pickles(tmp_path):
 
 
 def test_calibrate_existing_run_keeps_t1_on_tiny_validation(split_csv, tmp_path):
-    from lungxray.train import calibrate_existing
+    from lungxray.calibrate import calibrate_existing
 
     run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
     assert "calibration" not in json.loads((run / "best.json").read_text())

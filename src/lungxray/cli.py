@@ -507,7 +507,7 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
 @data_option
 def calibrate_cmd(run, data) -> None:
     """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
-    from .train import calibrate_existing
+    from .calibrate import calibrate_existing
 
     meta = calibrate_existing(run, data, progress=True)
     c = meta["calibration"]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import __version__, runs
 from .progress import bar as progress_bar
-from .checkpoint import load_checkpoint, load_state, save_checkpoint, verify_state
+from .checkpoint import load_state, save_checkpoint, verify_state
 from .devices import autocast_enabled, resolve_device
 from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
@@ -29,12 +29,10 @@ from .data.split import write_manifest
 from .data.transforms import random_affine, random_intensity, shrink
 from .errors import ConfigError, TrainingError
 from .inference import check_masks, load_batch, predict_logits
-from .preprocess import LungView
 from .models import Classifier, create_model
 from .utils import output_lock, write_json
 
 log = logging.getLogger(__name__)
-MIN_CALIBRATION_IMAGES = 50
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 
 
@@ -321,6 +319,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         raise
     if ctx.is_main:
         if cfg.calibrate:
+            from .calibrate import calibrate_run
+
             calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks)
         _finish(out, model, history, best_loss)
     ctx.barrier()
@@ -348,55 +348,6 @@ def _ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.Av
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
-    """Fit, on the best checkpoint, temperature scaling (validation NLL) and the OOD guard (train features,
-    validation threshold); both go into best.json and are used by evaluate and predict."""
-    from .metrics import expected_calibration_error, fit_temperature, softmax
-
-    best, meta = load_checkpoint(out, "best")
-    view = LungView.from_meta(meta)
-    logits = predict_logits(best, split, val_idx, masks, view=view)
-    # A temperature fitted on a handful of images is noise; below this we keep T = 1.
-    t = float(fit_temperature(logits, y_val)) if len(val_idx) >= MIN_CALIBRATION_IMAGES else 1.0
-    meta["temperature"] = t
-    meta["calibration"] = {
-        "method": "temperature scaling (NLL) on the validation split" if len(val_idx) >= MIN_CALIBRATION_IMAGES
-        else f"skipped: fewer than {MIN_CALIBRATION_IMAGES} validation images",
-        "n": int(len(val_idx)),
-        "val_ece_before": float(expected_calibration_error(y_val, softmax(logits, 1.0))),
-        "val_ece_after": float(expected_calibration_error(y_val, softmax(logits, t))),
-    }
-    # The OOD guard is fitted on the same best checkpoint: training features, threshold from validation.
-    from .ood import fit_guard_for_run
-
-    train_idx = split.indices("train")
-    if len(train_idx) >= MIN_CALIBRATION_IMAGES and len(val_idx) >= MIN_CALIBRATION_IMAGES:
-        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view)
-        meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
-                       "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
-    write_json(out / "best.json", meta)
-    return t
-
-
-def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Fit temperature scaling and the OOD guard for an existing run, on its own validation split.
-
-    For runs trained with `calibrate = false`; the test split is not touched. Returns the updated metadata.
-    """
-    from .utils import read_json
-
-    run = Path(run)
-    if not (run / "best.json").is_file():
-        raise ConfigError(f"{run}: not a run folder (no best.json)")
-    meta = read_json(run / "best.json")
-    size = tuple(meta["image_size"])
-    split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
-                       masks=meta.get("masks", "none"))
-    val_idx = split.indices("val")
-    calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
-    return read_json(run / "best.json")
 
 
 def _finish(out: Path, model: Classifier, history: list[dict], best_loss: float) -> None:

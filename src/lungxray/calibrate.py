@@ -1,0 +1,70 @@
+"""The step after training: temperature scaling and the out-of-distribution guard, fitted on a run's best checkpoint.
+
+`lungxray train` runs it at the end (unless `calibrate = false`); `lungxray calibrate RUN` runs it on its own.
+Only the training and validation splits are used; the test split is never touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data.api import SplitData, load_split
+from .errors import ConfigError
+from .inference import predict_logits
+from .preprocess import LungView
+from .utils import write_json
+
+MIN_CALIBRATION_IMAGES = 50
+"""A temperature (or an OOD threshold) fitted on fewer validation images is noise: below this T stays 1."""
+
+
+def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
+    """Fit, on the best checkpoint, temperature scaling (validation NLL) and the OOD guard (train features,
+    validation threshold); both go into best.json and are used by evaluate and predict."""
+    from .metrics import expected_calibration_error, fit_temperature, softmax
+
+    best, meta = load_checkpoint(out, "best")
+    view = LungView.from_meta(meta)
+    logits = predict_logits(best, split, val_idx, masks, view=view)
+    # A temperature fitted on a handful of images is noise; below this we keep T = 1.
+    t = float(fit_temperature(logits, y_val)) if len(val_idx) >= MIN_CALIBRATION_IMAGES else 1.0
+    meta["temperature"] = t
+    meta["calibration"] = {
+        "method": "temperature scaling (NLL) on the validation split" if len(val_idx) >= MIN_CALIBRATION_IMAGES
+        else f"skipped: fewer than {MIN_CALIBRATION_IMAGES} validation images",
+        "n": int(len(val_idx)),
+        "val_ece_before": float(expected_calibration_error(y_val, softmax(logits, 1.0))),
+        "val_ece_after": float(expected_calibration_error(y_val, softmax(logits, t))),
+    }
+    # The OOD guard is fitted on the same best checkpoint: training features, threshold from validation.
+    from .ood import fit_guard_for_run
+
+    train_idx = split.indices("train")
+    if len(train_idx) >= MIN_CALIBRATION_IMAGES and len(val_idx) >= MIN_CALIBRATION_IMAGES:
+        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view)
+        meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
+                       "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
+    write_json(out / "best.json", meta)
+    return t
+
+
+def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Fit temperature scaling and the OOD guard for an existing run, on its own validation split.
+
+    For runs trained with `calibrate = false`; the test split is not touched. Returns the updated metadata.
+    """
+    from .utils import read_json
+
+    run = Path(run)
+    if not (run / "best.json").is_file():
+        raise ConfigError(f"{run}: not a run folder (no best.json)")
+    meta = read_json(run / "best.json")
+    size = tuple(meta["image_size"])
+    split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
+                       masks=meta.get("masks", "none"))
+    val_idx = split.indices("val")
+    calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
+    return read_json(run / "best.json")
