@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import load_config, tomllib
 from .data.api import split_dataset
+from .errors import ConfigError
 from .evaluate import evaluate_run, load_predictions
 from .report.html import write_report
 from .report.plots import plot_comparison
@@ -43,7 +44,7 @@ def run_experiments(
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(c) for c in configs] if configs else sorted(SEED_CONFIGS.glob("*.toml"))
     if not paths:
-        raise FileNotFoundError(f"no configs found (looked in {SEED_CONFIGS})")
+        raise ConfigError(f"no configs found (looked in {SEED_CONFIGS}); pass configs=")
     manifest = out / "split.csv"
     if split_csv is not None:
         manifest = Path(split_csv)
@@ -61,7 +62,8 @@ def run_experiments(
                 log.warning("training %s%s", name, " (resuming)" if resume else "")
                 train(cfg, data, run, manifest, resume=resume, progress=progress, cache_dir=cache_dir)
             # metrics.json is written last, so without it any eval-test/ is an interrupted evaluation: redo it.
-            evaluate_run(run, data, "test", manifest, progress=progress, cache_dir=cache_dir, overwrite=True)
+            evaluate_run(run, data, "test", manifest, out=metrics_path.parent, progress=progress, cache_dir=cache_dir,
+                         overwrite=True)
         m = read_json(metrics_path)
         summary = read_json(run / "summary.json")
         ran = read_json(run / "config.json")  # what the run really used (it may predate these overrides)

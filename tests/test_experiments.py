@@ -1,0 +1,59 @@
+"""lungxray.experiments: several configs trained and scored on one shared split, compared, and resumed."""
+
+import json
+
+import pytest
+
+from lungxray.errors import ConfigError
+from lungxray.experiments import run_experiments
+
+
+def _config(path, name, model, reference=None):
+    ref = f"\n[reference]\naccuracy = {reference}\n" if reference is not None else ""
+    path.write_text(f'description = "{name} on the sample"\nmodel = "{model}"\nimage_size = 32\nepochs = 1\n'
+                    f'batch_size = 8\n{ref}')
+    return path
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, sample_dir):
+    tmp = tmp_path_factory.mktemp("exp")
+    configs = [_config(tmp / "a-mlp.toml", "a", "mlp", reference=0.77), _config(tmp / "b-cnn.toml", "b", "cnn")]
+    out = tmp / "out"
+    rows = run_experiments(sample_dir, out, configs, progress=False)
+    return out, configs, rows
+
+
+def test_every_config_is_trained_scored_and_compared_on_one_split(experiment):
+    out, _, rows = experiment
+    assert [r["name"] for r in rows] == ["a-mlp", "b-cnn"]
+    assert [r["model"] for r in rows] == ["mlp", "cnn"]
+    assert rows[0]["reported_accuracy"] == 0.77 and rows[1]["reported_accuracy"] is None
+    for r in rows:
+        metrics = json.loads((out / r["name"] / "eval-test" / "metrics.json").read_text())
+        assert r["accuracy"] == metrics["accuracy"] and r["n_test"] == metrics["n"] > 0
+        # One shared split: every run trained on the same manifest.
+        assert (out / r["name"] / "split.csv").read_text() == (out / "split.csv").read_text()
+    for name in ("comparison.json", "comparison.md", "comparison.csv", "comparison.png", "report.html"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    md = (out / "comparison.md").read_text()
+    assert "| a-mlp |" in md and "77%" in md  # the study's reported figure beside ours
+
+
+def test_finished_runs_are_reused_and_a_missing_evaluation_is_redone(experiment, sample_dir):
+    out, configs, rows = experiment
+    weights = out / "b-cnn" / "best.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    (out / "b-cnn" / "eval-test" / "metrics.json").unlink()  # as if killed while evaluating
+    again = run_experiments(sample_dir, out, configs, progress=False)
+    assert weights.stat().st_mtime_ns == trained_at  # not retrained
+    assert (out / "b-cnn" / "eval-test" / "metrics.json").is_file()
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]  # same weights, same split, same scores
+
+
+def test_no_configs_is_a_clear_error(tmp_path, sample_dir, monkeypatch):
+    import lungxray.experiments as experiments
+
+    monkeypatch.setattr(experiments, "SEED_CONFIGS", tmp_path / "none")
+    with pytest.raises(ConfigError, match="no configs found"):
+        run_experiments(sample_dir, tmp_path / "out", progress=False)
