@@ -22,7 +22,7 @@ from lungxray.data.io import read_image
 from lungxray.models import create_model
 from lungxray.predict import Predictor
 
-pydicom = pytest.importorskip("pydicom")
+import pydicom  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 

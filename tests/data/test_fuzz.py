@@ -32,7 +32,7 @@ from lungxray.data.discovery import scan_dataset
 from lungxray.data.io import read_image, read_mask
 from lungxray.errors import DatasetError, ImageReadError
 
-pydicom = pytest.importorskip("pydicom")
+import pydicom  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom import uid as _uid  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
 
 from lungxray.data.transforms import (  # noqa: E402
     apply_affine,

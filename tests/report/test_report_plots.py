@@ -125,7 +125,7 @@ def test_plot_comparison_with_reference(tmp_path: Path) -> None:
 
 
 def test_layer_table_shapes_and_params(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     nn = torch.nn
     model = nn.Sequential(
         nn.Conv2d(1, 4, kernel_size=3, padding=1),
@@ -150,7 +150,7 @@ def test_layer_table_shapes_and_params(tmp_path: Path) -> None:
 
 
 def test_layer_table_counts_container_params_and_shared_modules_once() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     nn = torch.nn
 
     class WithToken(nn.Module):

@@ -45,7 +45,7 @@ def _post(client, path: Path | None = None, data: bytes | None = None, name: str
 
 def _dicom_bytes(png: Path) -> bytes:
     """An 8-bit PNG re-encoded as a 16-bit DX DICOM whose window spans 0-255 (so it reads back as the PNG)."""
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -1,0 +1,58 @@
+"""lungxray.evaluate: a checkpoint scored on one split of a manifest, and what it writes."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lungxray.data.api import split_dataset
+from lungxray.errors import ConfigError
+from lungxray.evaluate import evaluate_run, load_predictions
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, sample_dir):
+    path = tmp_path_factory.mktemp("split") / "split.csv"
+    split_dataset(sample_dir, path, seed=0, progress=False)
+    return path
+
+
+def _count(manifest, split):
+    with open(manifest, newline="") as fh:
+        return sum(row["split"] == split for row in csv.DictReader(fh))
+
+
+def test_metrics_agree_with_the_predictions_written(tiny_run, manifest, sample_dir, tmp_path):
+    m = evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, tmp_path / "ev", n_bootstrap=50,
+                     progress=False)
+    y, probs, classes = load_predictions(tmp_path / "ev" / "predictions.csv")
+    assert classes == ["COVID", "Normal", "Viral Pneumonia"]
+    assert len(y) == m["n"] == _count(manifest, "test") > 0
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+    assert m["accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()), abs=1e-6)
+    assert np.asarray(m["confusion_matrix"]).sum() == m["n"]
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+    for name in ("report.html", "confusion.png", "roc.png"):
+        assert (tmp_path / "ev" / name).is_file(), name
+
+
+def test_the_split_asked_for_is_the_one_scored(tiny_run, manifest, sample_dir, tmp_path):
+    m = evaluate_run(tiny_run / "best.safetensors", sample_dir, "val", manifest, tmp_path / "val", n_bootstrap=0,
+                     progress=False)
+    assert m["n"] == _count(manifest, "val")
+    with pytest.raises(ConfigError, match="split=holdout"):
+        evaluate_run(tiny_run / "best.safetensors", sample_dir, "holdout", manifest, tmp_path / "x", progress=False)
+
+
+def test_without_out_each_evaluation_gets_a_new_folder(tiny_run, manifest, sample_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copy(manifest, run / "split.csv")
+    first = evaluate_run(run, sample_dir, n_bootstrap=0, progress=False)
+    second = evaluate_run(run, sample_dir, n_bootstrap=0, progress=False)
+    assert first["out"] == str(run / "eval-test") and second["out"] == str(run / "eval-test-2")
+    assert first["accuracy"] == second["accuracy"]
+    with pytest.raises(ConfigError, match="overwrite=True"):  # an explicit folder is never replaced silently
+        evaluate_run(run, sample_dir, out=run / "eval-test", n_bootstrap=0, progress=False)
