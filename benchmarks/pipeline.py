@@ -10,7 +10,7 @@ two ratios, measured in one run on one machine.
    the model and the U-Net are loaded and warmed up first, so start-up is excluded; images/s.
 3. Cold start: `lungxray predict ONE.png --no-overlay` as a new process, against
    `python -c "import torch, onnxruntime"`; medians of --repeats runs each.
-Prints ratio 2/1 (target >= 0.80) and ratio 3 (target <= 1.3). Other work on the machine shows in every
+Prints ratio 2/1 (target >= 0.80) and ratio 3 (target <= 1.3), then what overlays and Grad-CAM add. Other work on the machine shows in every
 figure: the load average is printed.
 """
 
@@ -54,15 +54,15 @@ def networks_rate(pred, images: list[np.ndarray], batch: int, reps: int) -> floa
     return batch / statistics.median(times[1:])
 
 
-def pipeline_rate(files: list[Path], runtime: str, workers: int) -> float:
+def pipeline_rate(files: list[Path], runtime: str, workers: int, overlays: bool = False, cam: bool = False) -> float:
     from lungxray.predict import Predictor, predict_to_folder
 
-    pred = Predictor.load(runtime=runtime)
+    pred = Predictor.load(runtime=runtime, cam=cam)
     with tempfile.TemporaryDirectory() as tmp:
-        predict_to_folder(files[:32], Path(tmp) / "warm", overlays=False, progress=False, predictor=pred, batch_size=32,
-                          workers=workers)
+        predict_to_folder(files[:32], Path(tmp) / "warm", overlays=overlays, progress=False, predictor=pred,
+                          batch_size=32, workers=workers)
         t = time.perf_counter()
-        predict_to_folder(files, Path(tmp) / "run", overlays=False, progress=False, predictor=pred, workers=workers,
+        predict_to_folder(files, Path(tmp) / "run", overlays=overlays, progress=False, predictor=pred, workers=workers,
                           batch_size=32)
         return len(files) / (time.perf_counter() - t)
 
@@ -114,6 +114,12 @@ def main() -> None:
         print(f"cold `lungxray predict ONE.png --no-overlay`: {cold:.2f} s (median of {args.repeats}); "
               f"`python -c \"import torch, onnxruntime\"`: {imports:.2f} s")
         print(f"  ratio cold start / imports: {cold / imports:.2f} (target <= 1.3)")
+        some = files[:60]
+        with_overlays = pipeline_rate(some, args.runtime, args.workers, overlays=True)
+        with_cam = pipeline_rate(some, args.runtime, args.workers, overlays=True, cam=True)
+        print(f"what the extras cost, {len(some)} images, steady state: overlays {with_overlays:.1f} images/s "
+              f"({e2e / with_overlays:.1f}x the time of no overlays), overlays + Grad-CAM {with_cam:.1f} images/s "
+              f"({e2e / with_cam:.1f}x)")
         print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
