@@ -119,7 +119,7 @@ def test_nonexistent_path_is_a_one_line_error(runner: CliRunner, tmp_path: Path,
     [
         (["--classes", "COVID,Norml"], "Did you mean 'Normal'"),
         (["--val", "0.6", "--test", "0.6"], "split fractions"),
-        (["--per-class", "-2"], "--per-class must be a positive number"),
+        (["--per-class", "-2"], "--per-class -2: must be a positive number"),
     ],
 )
 def test_split_user_errors_exit_2(runner: CliRunner, sample_dir: Path, tmp_path: Path, args, message: str) -> None:

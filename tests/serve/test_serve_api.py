@@ -263,13 +263,14 @@ def test_masked_model_without_a_segmenter_is_503_not_500(masked_weights, monkeyp
 
     def unavailable(example=None):
         from lungxray.errors import CheckpointError
+        from lungxray.predict.masks import _no_segmenter
 
-        raise CheckpointError(pred._no_segmenter("no weights in this test", example))
+        raise CheckpointError(_no_segmenter(pred.model.name, "no weights in this test", example))
 
     monkeypatch.setattr(pred, "segmenter", unavailable)
     client = TestClient(create_app(pred))
     r = _post(client, PNG)
-    assert r.status_code == 503 and "--masks none" in r.json()["detail"]
+    assert r.status_code == 503 and "masks=none" in r.json()["detail"]  # the request parameter that works
     assert _post(client, PNG, params={"masks": "none"}).status_code == 200
 
 

@@ -41,7 +41,7 @@ def cap_per_class(samples: list[Sample], per_class: int | None, seed: int) -> li
     if per_class is None:
         return list(samples)
     if per_class < 1:
-        raise DatasetError("per_class must be a positive number")
+        raise DatasetError(f"per_class={per_class}: must be a positive number")
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
