@@ -52,6 +52,61 @@ def stand_in_segmenter() -> type[StandInSegmenter]:
     return StandInSegmenter
 
 
+DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def _dicom(target, pixels, photometric: str = "MONOCHROME2", bits_stored: int = 16, signed: bool = False,
+           pixel_data: bool = True, **elements):
+    """Write a single- or multi-frame uncompressed grayscale DICOM (pydicom 3) to a path, or return its bytes when
+    `target` is None. `elements` set any further attribute (RescaleSlope=..., WindowCenter=..., Rows=...)."""
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName = "DX", "Test^Phantom"
+    ds.Rows, ds.Columns = int(pixels.shape[-2]), int(pixels.shape[-1])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    if pixel_data:
+        ds.PixelData = pixels.astype("<i2" if signed else "<u2").tobytes()
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    if target is None:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def write_dicom():
+    """`write_dicom(path, pixels, photometric=, bits_stored=, signed=, pixel_data=, **elements) -> path`: the one
+    DICOM writer of the tests."""
+    return _dicom
+
+
+@pytest.fixture(scope="session")
+def dicom_bytes():
+    """`dicom_bytes(pixels, ...) -> bytes`: the same DICOM as `write_dicom`, in memory (uploads)."""
+    return lambda pixels, **kw: _dicom(None, pixels, **kw)
+
+
 @pytest.fixture(scope="session")
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lungxray-cache")

@@ -22,41 +22,26 @@ from lungxray.data.io import read_image
 from lungxray.models import create_model
 from lungxray.predict import Predictor
 
-import pydicom  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
 # Both span the full 0-255 range (checked below), one 224x224 RGB, one 299x299 grayscale.
 PNGS = [SAMPLE / "COVID" / "images" / "COVID-9.png", SAMPLE / "Viral Pneumonia" / "images" / "Viral Pneumonia-1.png"]
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 
 
-def write_dicom(path: Path, png: Path, photometric: str = "MONOCHROME2", rescale: bool = False,
-                window: bool = True) -> Path:
-    """Re-encode an 8-bit PNG as a 16-bit single-frame DX DICOM."""
+def dicom_from_png(write_dicom, path: Path, png: Path, photometric: str = "MONOCHROME2", rescale: bool = False,
+                   window: bool = True) -> Path:
+    """Re-encode an 8-bit PNG as a 16-bit (12 stored) single-frame DX DICOM."""
     u8 = np.asarray(Image.open(png).convert("L"), dtype=np.uint16)
     values = 255 - u8 if photometric == "MONOCHROME1" else u8  # MONOCHROME1: high values are dark
     stored = values * 4 + 100 if rescale else values  # undone by slope 0.25, intercept -25
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "DX", "TEST"
-    ds.Rows, ds.Columns = int(u8.shape[0]), int(u8.shape[1])
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    extra = {"PatientID": "TEST"}
     if rescale:
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "0.25", "-25", "US"
+        extra.update(RescaleSlope="0.25", RescaleIntercept="-25", RescaleType="US")
     if window:
-        ds.WindowCenter, ds.WindowWidth = "128", "256"
-    ds.PixelData = stored.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        extra.update(WindowCenter="128", WindowWidth="256")
+    return write_dicom(path, stored, photometric, bits_stored=12, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +67,8 @@ def test_fixture_pngs_span_the_full_range():
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 @pytest.mark.parametrize("rescale", [False, True], ids=["raw", "rescaled"])
 @pytest.mark.parametrize("png", PNGS, ids=lambda p: p.stem)
-def test_dicom_predicts_like_the_png(predictor, tmp_path, png, photometric, rescale):
-    dcm = write_dicom(tmp_path / "study.dcm", png, photometric, rescale)
+def test_dicom_predicts_like_the_png(predictor, tmp_path, png, photometric, rescale, write_dicom):
+    dcm = dicom_from_png(write_dicom, tmp_path / "study.dcm", png, photometric, rescale)
     np.testing.assert_allclose(read_image(dcm), read_image(png), rtol=0, atol=1e-6)
     a, b = predictor.predict_paths([png, dcm])
     assert b.prediction == a.prediction
@@ -91,19 +76,19 @@ def test_dicom_predicts_like_the_png(predictor, tmp_path, png, photometric, resc
     np.testing.assert_allclose(b.cam, a.cam, atol=1e-4)
 
 
-def test_dicom_without_window_uses_a_robust_range(ckpt, tmp_path):
-    dcm = write_dicom(tmp_path / "nowin.dcm", PNGS[0], "MONOCHROME2", rescale=True, window=False)
+def test_dicom_without_window_uses_a_robust_range(ckpt, tmp_path, write_dicom):
+    dcm = dicom_from_png(write_dicom, tmp_path / "nowin.dcm", PNGS[0], "MONOCHROME2", rescale=True, window=False)
     (r,) = Predictor.load(ckpt).predict_paths([dcm])
     assert abs(sum(r.probabilities.values()) - 1) < 1e-6 and r.image.shape == (224, 224)
 
 
-def test_cli_on_a_folder_mixing_png_and_dicom(ckpt, tmp_path):
+def test_cli_on_a_folder_mixing_png_and_dicom(ckpt, tmp_path, write_dicom):
     """DICOM sniffed by content (no extension needed), name clashes kept apart, non-image DICOM reported."""
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(PNGS[0], src / "COVID-9.png")
-    write_dicom(src / "COVID-9.dcm", PNGS[0], "MONOCHROME1", rescale=True)
-    write_dicom(src / "IM0001", PNGS[1])  # no extension, as scanners often write them
+    dicom_from_png(write_dicom, src / "COVID-9.dcm", PNGS[0], "MONOCHROME1", rescale=True)
+    dicom_from_png(write_dicom, src / "IM0001", PNGS[1])  # no extension, as scanners often write them
     sr = Dataset()  # a structured report: DICOM, but no pixels
     sr.file_meta = FileMetaDataset()
     sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"

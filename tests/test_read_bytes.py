@@ -12,33 +12,12 @@ from lungxray.errors import ImageReadError
 from lungxray.serve.images import decode_upload
 
 
-def _dicom_bytes(arr16: np.ndarray) -> bytes:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
-    ds.Rows, ds.Columns = arr16.shape
-    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
-    ds.PixelData = arr16.astype(np.uint16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("kind", ["png", "jpeg", "png16", "dicom"])
-def test_bytes_and_path_decode_identically(kind, tmp_path, sample_dir):
+def test_bytes_and_path_decode_identically(kind, tmp_path, sample_dir, dicom_bytes):
     src = sorted(sample_dir.glob("Normal/images/*.png"))[0]
     gray = np.asarray(Image.open(src).convert("L"))
     if kind == "dicom":
-        data = _dicom_bytes(gray.astype(np.uint16) * 16)
+        data = dicom_bytes(gray.astype(np.uint16) * 16, bits_stored=12)
     else:
         buf = io.BytesIO()
         img = Image.fromarray(gray.astype(np.uint16) * 257) if kind == "png16" else Image.fromarray(gray)

@@ -7,54 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pydicom  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
-
 from lungxray.data import read_image, scan_dataset  # noqa: E402
 from lungxray.data.cache import prepare  # noqa: E402
 from lungxray.data.dicom import read_dicom  # noqa: E402
 from lungxray.errors import ImageReadError  # noqa: E402
-
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-
-
-def write_dicom(
-    path: Path,
-    pixels: np.ndarray,
-    photometric: str = "MONOCHROME2",
-    bits_stored: int = 16,
-    signed: bool = False,
-    pixel_data: bool = True,
-    **elements,
-) -> Path:
-    """Write a single- or multi-frame uncompressed grayscale DICOM file (pydicom 3 API)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = DX_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientName = "Test^Phantom"
-    ds.Rows, ds.Columns = int(pixels.shape[-2]), int(pixels.shape[-1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = pixels.shape[0]
-    if pixel_data:
-        ds.PixelData = pixels.astype("<i2" if signed else "<u2").tobytes()
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
@@ -79,7 +35,7 @@ def test_fixture_image_is_not_symmetric(png_image: np.ndarray) -> None:
     assert corr(png_image, png_image.T) < 0.95
 
 
-def test_monochrome2_matches_png(tmp_path: Path, png_image: np.ndarray) -> None:
+def test_monochrome2_matches_png(tmp_path: Path, png_image: np.ndarray, write_dicom) -> None:
     stored = np.rint(png_image * 65535).astype(np.uint16)
     p = write_dicom(tmp_path / "m2.dcm", stored)
     out = read_dicom(p)
@@ -89,13 +45,13 @@ def test_monochrome2_matches_png(tmp_path: Path, png_image: np.ndarray) -> None:
     assert np.abs(out - png_image).mean() < 0.05, "same intensity scale (bone bright)"
 
 
-def test_read_image_sniffs_dicom_whatever_the_name(tmp_path: Path, png_image: np.ndarray, stored12) -> None:
+def test_read_image_sniffs_dicom_whatever_the_name(tmp_path: Path, png_image: np.ndarray, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "film.png", stored12, bits_stored=12)
     np.testing.assert_allclose(read_image(p), read_dicom(p))
     assert corr(read_image(p), png_image) > 0.99
 
 
-def test_monochrome1_inverted_pixels_match_monochrome2(tmp_path: Path, png_image, stored12) -> None:
+def test_monochrome1_inverted_pixels_match_monochrome2(tmp_path: Path, png_image, stored12, write_dicom) -> None:
     m2 = read_dicom(write_dicom(tmp_path / "m2.dcm", stored12, bits_stored=12))
     m1 = read_dicom(write_dicom(tmp_path / "m1.dcm", (4095 - stored12).astype(np.uint16), "MONOCHROME1", bits_stored=12))
     np.testing.assert_allclose(m1, m2, atol=1e-4)
@@ -106,7 +62,7 @@ def test_monochrome1_inverted_pixels_match_monochrome2(tmp_path: Path, png_image
     ("slope", "intercept"),
     [(1.0, -1024.0), (2.0, 0.0), (0.5, 100.0), (-1.0, 4095.0)],  # last: a negative slope inverts values
 )
-def test_rescale_slope_intercept(tmp_path: Path, png_image, stored12, slope: float, intercept: float) -> None:
+def test_rescale_slope_intercept(tmp_path: Path, png_image, stored12, slope: float, intercept: float, write_dicom) -> None:
     p = write_dicom(tmp_path / "r.dcm", stored12, bits_stored=12, RescaleSlope=slope, RescaleIntercept=intercept)
     out = read_dicom(p)
     expected_sign = 1 if slope > 0 else -1
@@ -116,20 +72,20 @@ def test_rescale_slope_intercept(tmp_path: Path, png_image, stored12, slope: flo
         np.testing.assert_allclose(out, plain, atol=1e-4)
 
 
-def test_signed_pixels(tmp_path: Path, png_image: np.ndarray) -> None:
+def test_signed_pixels(tmp_path: Path, png_image: np.ndarray, write_dicom) -> None:
     stored = np.rint(png_image * 4000 - 2000).astype(np.int16)
     out = read_dicom(write_dicom(tmp_path / "s.dcm", stored, signed=True))
     assert corr(out, png_image) > 0.99
 
 
-def test_window_covering_the_data_keeps_the_image(tmp_path: Path, png_image, stored12) -> None:
+def test_window_covering_the_data_keeps_the_image(tmp_path: Path, png_image, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "w.dcm", stored12, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
     out = read_dicom(p)
     assert corr(out, png_image) > 0.99
     assert 0.0 <= out.min() and out.max() <= 1.0
 
 
-def test_narrow_window_clips_like_a_viewer(tmp_path: Path, stored12) -> None:
+def test_narrow_window_clips_like_a_viewer(tmp_path: Path, stored12, write_dicom) -> None:
     center, width = 2000.0, 1000.0
     p = write_dicom(tmp_path / "w.dcm", stored12, bits_stored=12, WindowCenter=center, WindowWidth=width)
     out = read_dicom(p)
@@ -138,7 +94,7 @@ def test_narrow_window_clips_like_a_viewer(tmp_path: Path, stored12) -> None:
     np.testing.assert_allclose(out, expected, atol=0.01)
 
 
-def test_window_and_rescale_together(tmp_path: Path, png_image, stored12) -> None:
+def test_window_and_rescale_together(tmp_path: Path, png_image, stored12, write_dicom) -> None:
     # window is in rescaled (modality) units: stored * 2 - 1000 spans -1000..7190
     p = write_dicom(
         tmp_path / "wr.dcm", stored12, bits_stored=12, RescaleSlope=2.0, RescaleIntercept=-1000.0,
@@ -147,39 +103,39 @@ def test_window_and_rescale_together(tmp_path: Path, png_image, stored12) -> Non
     assert corr(read_dicom(p), png_image) > 0.99
 
 
-def test_multiframe_rejected(tmp_path: Path, stored12) -> None:
+def test_multiframe_rejected(tmp_path: Path, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "mf.dcm", np.stack([stored12, stored12]), bits_stored=12)
     with pytest.raises(ImageReadError, match="multi-frame DICOM \\(2 frames\\)"):
         read_image(p)
 
 
-def test_dicom_without_pixel_data_rejected(tmp_path: Path, stored12) -> None:
+def test_dicom_without_pixel_data_rejected(tmp_path: Path, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "sr.dcm", stored12, pixel_data=False)
     with pytest.raises(ImageReadError, match="no pixel data") as exc:
         read_image(p)
     assert "sr.dcm" in str(exc.value)
 
 
-def test_colour_dicom_rejected(tmp_path: Path, stored12) -> None:
+def test_colour_dicom_rejected(tmp_path: Path, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "c.dcm", stored12, photometric="PALETTE COLOR")
     with pytest.raises(ImageReadError, match="not a grayscale radiograph"):
         read_image(p)
 
 
-def test_pixel_data_shorter_than_header_rejected(tmp_path: Path, stored12) -> None:
+def test_pixel_data_shorter_than_header_rejected(tmp_path: Path, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "short.dcm", stored12[:100], bits_stored=12, Rows=224)
     with pytest.raises(ImageReadError, match="short.dcm"):
         read_image(p)
 
 
-def test_huge_dicom_refused_before_decoding(tmp_path: Path) -> None:
+def test_huge_dicom_refused_before_decoding(tmp_path: Path, write_dicom) -> None:
     p = write_dicom(tmp_path / "big.dcm", np.zeros((4, 4), np.uint16), Rows=60000, Columns=60000)
     with pytest.raises(ImageReadError, match="(?i)decompression bomb"):
         read_image(p)
 
 
 @pytest.mark.parametrize("window", [{"WindowCenter": 100, "WindowWidth": 0}, {"WindowCenter": 100, "WindowWidth": -5}])
-def test_invalid_window_is_handled(tmp_path: Path, stored12, window: dict) -> None:
+def test_invalid_window_is_handled(tmp_path: Path, stored12, window: dict, write_dicom) -> None:
     """Invalid metadata is the file's problem: an ImageReadError or a sensible image, never a bare ValueError.
 
     (A bare ValueError escapes `prepare`, so one bad DICOM would crash `lungxray data inspect` with a traceback.)
@@ -193,7 +149,7 @@ def test_invalid_window_is_handled(tmp_path: Path, stored12, window: dict) -> No
         assert out.shape == stored12.shape and np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
 
 
-def test_dicom_dataset_is_discovered_and_prepared(tmp_path: Path, synth, stored12) -> None:
+def test_dicom_dataset_is_discovered_and_prepared(tmp_path: Path, synth, stored12, write_dicom) -> None:
     root = synth.build_dataset(tmp_path / "ds", {"COVID": 2, "Normal": 2, "Viral Pneumonia": 2})
     write_dicom(root / "COVID" / "images" / "COVID-3.dcm", stored12, bits_stored=12)
     write_dicom(root / "Normal" / "images" / "Normal-3.dcm", np.stack([stored12] * 2), bits_stored=12)

@@ -43,31 +43,6 @@ def _post(client, path: Path | None = None, data: bytes | None = None, name: str
     return client.post(url, files={"file": (name, body, "image/png")}, **kw)
 
 
-def _dicom_bytes(png: Path) -> bytes:
-    """An 8-bit PNG re-encoded as a 16-bit DX DICOM whose window spans 0-255 (so it reads back as the PNG)."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.WindowCenter, ds.WindowWidth = 128, 256
-    ds.PixelData = pixels.tobytes()
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def _png(b64: str) -> Image.Image:
     img = Image.open(io.BytesIO(base64.b64decode(b64)))
     img.load()
@@ -98,8 +73,10 @@ def test_predict_png_matches_the_pipeline(client, pred):
     assert "cam_png" not in body
 
 
-def test_predict_dicom_reads_like_the_png(client):
-    r = _post(client, data=_dicom_bytes(PNG), name="study.dcm")
+def test_predict_dicom_reads_like_the_png(client, dicom_bytes):
+    # The PNG re-encoded as a 16-bit DX DICOM whose window spans 0-255, so it reads back as the PNG.
+    pixels = np.asarray(Image.open(PNG).convert("L"), dtype=np.uint16)
+    r = _post(client, data=dicom_bytes(pixels, WindowCenter=128, WindowWidth=256), name="study.dcm")
     assert r.status_code == 200, r.text
     png = _post(client, PNG).json()
     np.testing.assert_allclose(list(r.json()["probabilities"].values()), list(png["probabilities"].values()), atol=1e-5)
