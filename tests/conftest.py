@@ -107,6 +107,26 @@ def dicom_bytes():
     return lambda pixels, **kw: _dicom(None, pixels, **kw)
 
 
+def _untrained(stem, masks: str = "none", seed: int = 0, classes=None, **model_args):
+    """An untrained, seeded 32-px CNN saved as `<stem>.safetensors` + `.json` (the global RNG is left untouched)."""
+    import torch
+
+    from lungxray.checkpoint import save_checkpoint
+    from lungxray.models import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model("cnn", input_size=32, classes=classes, **model_args)
+    return save_checkpoint(Path(stem), model.eval(), {"masks": masks, "data": {"fingerprint": f"untrained-{seed}"}})
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint():
+    """`untrained_checkpoint(stem, masks="none", seed=0, classes=None, **model_args) -> weights path`: a tiny
+    checkpoint for tests where prediction needs weights, not good ones."""
+    return _untrained
+
+
 @pytest.fixture(scope="session")
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lungxray-cache")

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from lungxray.checkpoint import save_checkpoint
 from lungxray.cli import main
 from lungxray.data.io import read_image
-from lungxray.models import create_model
 from lungxray.predict import Predictor
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -45,12 +42,9 @@ def dicom_from_png(write_dicom, path: Path, png: Path, photometric: str = "MONOC
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tmp_path_factory, untrained_checkpoint) -> Path:
     """An untrained, seeded CNN: PNG/DICOM agreement needs identical inputs, not a good model."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model("cnn", input_size=32)
-    return save_checkpoint(tmp_path_factory.mktemp("dcm") / "cnn", model, {"masks": "none"})
+    return untrained_checkpoint(tmp_path_factory.mktemp("dcm") / "cnn")
 
 
 @pytest.fixture(scope="module")

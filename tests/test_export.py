@@ -73,13 +73,8 @@ def test_onnx_runtime_exports_to_the_cache_and_keeps_gradcam_on_torch(tiny_run, 
     assert not pred.predict_array(r.image, cam=False).cam  # a request may skip the heatmap
 
 
-def test_onnx_file_from_another_checkpoint_is_refused(tiny_run, tmp_path):
-    from lungxray.checkpoint import save_checkpoint
-    from lungxray.models import create_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        other = save_checkpoint(tmp_path / "other", create_model("cnn", input_size=32), {"masks": "none"})
+def test_onnx_file_from_another_checkpoint_is_refused(tiny_run, tmp_path, untrained_checkpoint):
+    other = untrained_checkpoint(tmp_path / "other", seed=1)
     onnx = export_onnx(other, tmp_path / "exported" / "other.onnx")
     with pytest.raises(CheckpointError, match="was not exported from"):
         Predictor.load(tiny_run, runtime="onnx", onnx_path=onnx)

@@ -8,13 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
-from lungxray.checkpoint import save_checkpoint
 from lungxray.cli import main
 from lungxray.errors import ConfigError
-from lungxray.models import create_model
 import lungxray.predict.writer as writer_mod
 from lungxray.predict import Predictor, predict_to_folder
 
@@ -23,12 +20,9 @@ IMAGES = sorted((SAMPLE / "Normal" / "images").glob("*.png"))[:3] + sorted((SAMP
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
+def model(tmp_path_factory, untrained_checkpoint) -> Path:
     """An untrained, seeded 32 px CNN: prediction needs weights, not good ones."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = create_model("cnn", input_size=32)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "cnn", net, {"masks": "none", "data": {"fingerprint": "untrained"}})
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "cnn")
 
 
 def _folder(tmp_path: Path, files: list[Path], name: str = "in") -> Path:
@@ -104,14 +98,11 @@ def test_interrupted_run_resumes_where_it_stopped(model, tmp_path, monkeypatch):
     assert {r["path"] for r in res.rows} == {r["path"] for r in full.rows}
 
 
-def test_resume_refuses_another_models_predictions(model, tmp_path):
+def test_resume_refuses_another_models_predictions(model, tmp_path, untrained_checkpoint):
     folder = _folder(tmp_path, IMAGES[:2])
     out = tmp_path / "out"
     predict_to_folder([folder], out, model, overlays=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        other = save_checkpoint(tmp_path / "other", create_model("cnn", input_size=32, classes=["COVID", "Normal"]),
-                                {"masks": "none"})
+    other = untrained_checkpoint(tmp_path / "other", seed=1, classes=["COVID", "Normal"])
     with pytest.raises(ConfigError, match="same model"):
         predict_to_folder([folder], out, other, resume=True, overlays=False)
 
