@@ -75,3 +75,15 @@ def test_second_component_dropped_when_far_smaller_than_the_first():
     blob[55:58, 2:5] = True
     assert np.array_equal(keep_largest_components(blob), merged)
     assert not keep_largest_components(np.zeros((8, 8), bool)).any()
+
+
+def test_monai_dice_ce_is_the_dice_plus_bce_it_replaced():
+    # segment/train.py uses MONAI's DiceCELoss for a one-channel sigmoid output: it must equal Dice + BCE.
+    import torch
+    import torch.nn.functional as F
+    from monai.losses import DiceCELoss, DiceLoss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 1, 16, 16), (torch.rand(4, 1, 16, 16) > 0.6).float()
+    expected = DiceLoss(sigmoid=True, batch=True)(logits, target) + F.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(DiceCELoss(sigmoid=True, batch=True)(logits, target), expected)

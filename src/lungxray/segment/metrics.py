@@ -9,14 +9,16 @@ import numpy as np
 
 
 def dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """2|A and B| / (|A| + |B|); 1.0 when both masks are empty (nothing to find, nothing found)."""
+    """2|A and B| / (|A| + |B|) (MONAI's `compute_dice`); 1.0 when both masks are empty (nothing to find, nothing
+    found)."""
+    from monai.metrics import compute_dice
+    import torch
+
     pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
     if pred.shape != target.shape:
         raise ValueError(f"mask shapes differ: {pred.shape} vs {target.shape}")
-    total = int(pred.sum()) + int(target.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, target).sum()) / total
+    p, t = torch.from_numpy(pred)[None, None], torch.from_numpy(target)[None, None]
+    return float(compute_dice(p, t, include_background=True, ignore_empty=False)[0, 0])
 
 
 def hd95(pred: np.ndarray, target: np.ndarray) -> float:

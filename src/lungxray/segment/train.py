@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.transforms import random_affined, random_intensity
@@ -142,6 +141,8 @@ def _batch(ps: PairSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, memory: torch.memory_format, batch_size: int = 32) -> float:
     """Mean per-image Dice at the model size, thresholded, no post-processing: cheap enough for every epoch."""
+    from monai.metrics import compute_dice
+
     model.eval()
     device = next(model.parameters()).device
     scores = []
@@ -149,10 +150,7 @@ def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, memory: torch.memory_fo
         b = _batch(ps, np.arange(start, min(start + batch_size, len(ps))))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(b["image"].to(device).contiguous(memory_format=memory)).float().cpu() > 0
-        ref = b["mask"] > 0.5
-        inter = (pred & ref).flatten(1).sum(1).float()
-        total = (pred.flatten(1).sum(1) + ref.flatten(1).sum(1)).float()
-        scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
+        scores.append(compute_dice(pred, b["mask"] > 0.5, include_background=True, ignore_empty=False).flatten())
     return float(torch.cat(scores).mean())
 
 
@@ -274,7 +272,7 @@ def train_segmenter(
 
 def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dict[str, PairSet], out: Path,
          data_meta: dict, progress: bool, state: dict | None = None) -> tuple[list[dict], dict]:
-    from monai.losses import DiceLoss
+    from monai.losses import DiceCELoss
 
     device = resolve_device(cfg.device)
     amp = autocast_enabled(cfg.amp, device)
@@ -283,7 +281,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
     # Dice handles the lung/background imbalance; BCE gives useful gradients from the first step.
-    dice_loss = DiceLoss(sigmoid=True, batch=True)
+    dice_bce = DiceCELoss(sigmoid=True, batch=True)  # one logit channel: MONAI's BCE-with-logits, weights 1 and 1
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf}
@@ -323,7 +321,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             logits = logits.float()
-            loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
+            loss = dice_bce(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
