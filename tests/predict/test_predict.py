@@ -29,7 +29,7 @@ from lungxray.models import create_model
 from lungxray.predict import NOTICE, Predictor, discover_inputs, overlay_names, predict_to_folder
 from lungxray.train import train
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 VP = SAMPLE / "Viral Pneumonia" / "images"
 

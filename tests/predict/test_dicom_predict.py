@@ -22,7 +22,7 @@ from lungxray.predict import Predictor
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 # Both span the full 0-255 range (checked below), one 224x224 RGB, one 299x299 grayscale.
 PNGS = [SAMPLE / "COVID" / "images" / "COVID-9.png", SAMPLE / "Viral Pneumonia" / "images" / "Viral Pneumonia-1.png"]
 

@@ -15,7 +15,7 @@ from lungxray.errors import ConfigError
 import lungxray.predict.writer as writer_mod
 from lungxray.predict import Predictor, predict_to_folder
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 IMAGES = sorted((SAMPLE / "Normal" / "images").glob("*.png"))[:3] + sorted((SAMPLE / "COVID" / "images").glob("*.png"))[:3]
 
 

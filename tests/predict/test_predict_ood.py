@@ -14,7 +14,7 @@ from lungxray.models import create_model
 from lungxray.ood import FeatureGuard, guard_path, layout_descriptor, penultimate_features
 from lungxray.predict import Predictor
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 XRAYS = sorted(SAMPLE.glob("*/images/*.png"))
 
 
