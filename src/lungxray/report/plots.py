@@ -144,25 +144,6 @@ def history_figure(history: Sequence[Mapping[str, Any]]) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _heatmap(
-    ax: Any, data: NDArray[np.float64], classes: Sequence[str], fmt: str, vmax: float
-) -> Any:
-    """Draw an annotated matrix with class names on both axes; return the image."""
-    im = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
-    c = len(classes)
-    ax.set_xticks(range(c), labels=list(classes), rotation=30, ha="right")
-    ax.set_yticks(range(c), labels=list(classes))
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    for i in range(c):
-        for j in range(c):
-            # Switch text colour on dark cells so every number stays legible.
-            dark = data[i, j] > 0.55 * (vmax if vmax > 0 else 1.0)
-            ax.text(j, i, format(data[i, j], fmt), ha="center", va="center",
-                    color="white" if dark else "black", fontsize=10)
-    return im
-
-
 def plot_confusion(cm: ArrayLike, classes: Sequence[str], out_png: str | Path) -> Path:
     """Plot the confusion matrix as counts and row-normalised (recall per true class).
 
@@ -181,12 +162,15 @@ def plot_confusion(cm: ArrayLike, classes: Sequence[str], out_png: str | Path) -
     rows = counts.sum(axis=1, keepdims=True)
     norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
 
+    from sklearn.metrics import ConfusionMatrixDisplay  # scikit-learn's annotated matrix (text colour follows the cell)
+
     fig, (ax_n, ax_r) = plt.subplots(1, 2, figsize=(4.2 * 2 + 1.5, 4.2))
-    im = _heatmap(ax_n, counts, classes, ".0f", float(counts.max()))
-    fig.colorbar(im, ax=ax_n, fraction=0.046, pad=0.04)
+    for ax, values, fmt, vmax in ((ax_n, counts, ".0f", max(float(counts.max()), 1.0)), (ax_r, norm, ".2f", 1.0)):
+        ConfusionMatrixDisplay(values, display_labels=list(classes)).plot(
+            ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=30, im_kw={"vmin": 0.0, "vmax": vmax})
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("True class")
     ax_n.set_title(f"Counts (N = {int(counts.sum())})")
-    im = _heatmap(ax_r, norm, classes, ".2f", 1.0)
-    fig.colorbar(im, ax=ax_r, fraction=0.046, pad=0.04)
     ax_r.set_title("Row-normalised (per true class)")
     fig.suptitle("Confusion matrix")
     fig.tight_layout()

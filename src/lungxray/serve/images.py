@@ -58,20 +58,18 @@ def _fit(arr: np.ndarray, max_side: int, resample: int) -> np.ndarray:
 
 
 def jet(values: np.ndarray) -> np.ndarray:
-    """The classic blue-cyan-yellow-red ramp for values in [0, 1] -> float RGB (..., 3) in [0, 1]."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # where red, green and blue peak
-    return np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0)
+    """matplotlib's "jet" colour map (blue-cyan-yellow-red) for values in [0, 1] -> float RGB (..., 3) in [0, 1]."""
+    from matplotlib import colormaps
+
+    return colormaps["jet"](np.clip(values, 0.0, 1.0))[..., :3].astype(np.float32)
 
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
-    """Boundary pixels of a bool mask (pixels inside whose 4-neighbourhood leaves it), thickened to `width`."""
-    edge = mask.copy()
-    for _ in range(max(1, width)):
-        inner = np.pad(edge, 1, mode="constant", constant_values=False)
-        eroded = inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
-        edge = eroded
-    return mask & ~edge
+    """Boundary pixels of a bool mask: those that `width` erosions with the 4-neighbourhood remove (scipy)."""
+    from scipy.ndimage import binary_erosion, generate_binary_structure
+
+    inner = binary_erosion(mask, structure=generate_binary_structure(2, 1), iterations=max(1, width), border_value=0)
+    return mask & ~inner
 
 
 def render_png(image: np.ndarray, mask: np.ndarray | None = None, cam: np.ndarray | None = None,
