@@ -140,7 +140,7 @@ def measure_latency(seg: Segmenter, pairs: list, runs: int, batch: int, batch_ru
     network = time_calls(lambda: seg.probabilities(x1), runs)
     same_size = [im for im in (read_image(p.image) for p in pairs[:batch]) if im.shape == probe.shape]
     stack = np.stack((same_size * batch)[:batch])
-    batched = time_calls(lambda: seg.predict_batch(stack), batch_runs, warmup=2)
+    batched = time_calls(lambda: seg.predict(stack), batch_runs, warmup=2)
     return {
         "image_shape": list(probe.shape),
         "runs": runs,

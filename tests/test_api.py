@@ -115,3 +115,14 @@ def test_predict_twice_without_out_writes_two_folders(tmp_path: Path, covid_png:
     assert "test_results/predictions.csv" in first.output and "test_results-2/predictions.csv" in second.output
     assert (tmp_path / "test_results" / "predictions.csv").is_file()
     assert (tmp_path / "test_results-2" / "predictions.csv").is_file()
+
+
+def test_load_runs_a_checkpoint_in_onnx_runtime_and_agrees_with_torch(tiny_run, sample_dir):
+    import lungxray
+
+    image = sorted(sample_dir.glob("COVID/images/*.png"))[0]
+    torch_result = lungxray.load(tiny_run).predict(image)
+    onnx_result = lungxray.load(tiny_run, runtime="onnx").predict(image)
+    assert onnx_result.prediction == torch_result.prediction
+    for c, p in torch_result.probabilities.items():
+        assert abs(onnx_result.probabilities[c] - p) < 1e-4

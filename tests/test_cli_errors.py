@@ -3,7 +3,8 @@
 import pytest
 from click.testing import CliRunner
 
-from lungxray.cli import _options, flag_names, main
+from lungxray.cli import main
+from lungxray.cli_errors import _options, flag_names
 from lungxray.errors import ConfigError
 from lungxray.predict import Predictor
 
@@ -38,3 +39,15 @@ def test_cli_user_reads_flags(sample_dir, tmp_path):
     (tmp_path / "model.json").write_text("{}")
     res = CliRunner().invoke(main, ["evaluate", str(shipped), "--data", str(sample_dir)])
     assert res.exit_code == 2 and "--manifest" in res.output and "split_csv=" not in res.output
+
+
+def test_a_path_holding_key_value_is_left_alone():
+    flags = {"seed": "--seed", "out": "--out", "overwrite": "--overwrite"}
+    msg = "runs/seed=1 already holds a run; use overwrite=True to replace it, or another out="
+    assert flag_names(msg, flags) == "runs/seed=1 already holds a run; use --overwrite to replace it, or another --out"
+
+
+def test_segment_commands_report_with_their_own_flags(tmp_path):
+    res = CliRunner().invoke(main, ["segment", "train", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "(--data or --holdout-data)" in res.output

@@ -11,11 +11,11 @@ DEFAULT_CLASSES: tuple[str, ...] = ("COVID", "Normal", "Viral Pneumonia")
 """Canonical class names in canonical order (CSV columns, JSON, plots)."""
 
 
-def load(model=None, *, device: str = "cpu"):
+def load(model=None, *, device: str = "cpu", runtime: str = "torch", onnx_path=None):
     """Load a classifier (default: the shipped one); see `lungxray.api.load`."""
     from .api import load as _load
 
-    return _load(model, device=device)
+    return _load(model, device=device, runtime=runtime, onnx_path=onnx_path)
 
 
 def __getattr__(name: str):

@@ -123,14 +123,15 @@ class Model:
         return self.predictor.predict_array(image, name=name, cam=cam, rgb=rgb)
 
 
-def load(model: str | Path | None = None, *, device: str = "cpu") -> Model:
-    """Load a classifier: the shipped default (None), a run folder, a `.safetensors` checkpoint or an `.onnx` file.
+def load(model: str | Path | None = None, *, device: str = "cpu", runtime: str = "torch",
+         onnx_path: str | Path | None = None) -> Model:
+    """Load a classifier: the shipped default (None), a run folder or a `.safetensors` checkpoint.
 
-    Grad-CAM is available (`predict(x, cam=True)`) for PyTorch models; ONNX models run without it.
+    With `runtime="onnx"` ONNX Runtime computes the probabilities: from `onnx_path` (an export of this very
+    checkpoint, `lungxray export`) or from an export made once and cached. The PyTorch weights are loaded either
+    way: they check the export and give Grad-CAM (`predict(x, cam=True)`).
     """
-    runtime = "onnx" if model is not None and str(model).endswith(".onnx") else "torch"
-    kwargs = {"runtime": runtime} if runtime == "onnx" else {"cam": True}
-    return Model(Predictor.load(model, device=device, **kwargs))
+    return Model(Predictor.load(model, device=device, runtime=runtime, onnx_path=onnx_path, cam="auto"))
 
 
 def segment(x: Any) -> np.ndarray | list[np.ndarray]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import LungxrayError
+from .cli_errors import _Group
 
 DEFAULT_DATA = "../shared/data/covid19-radiography"
 
@@ -35,55 +34,6 @@ def overwrite_option(what: str):
 
 def _size(value: int | None) -> tuple[int, int]:
     return (int(value), int(value))
-
-
-def _options(command: click.Command) -> dict[str, str]:
-    """Parameter name -> long flag, for `command` and every command under it."""
-    flags: dict[str, str] = {}
-    for param in command.params:
-        long = [o for o in param.opts if o.startswith("--")]
-        if isinstance(param, click.Option) and long and param.name:
-            flags.setdefault(param.name, long[0])
-    for sub in getattr(command, "commands", {}).values():
-        for name, flag in _options(sub).items():
-            flags.setdefault(name, flag)
-    return flags
-
-
-def flag_names(message: str, flags: dict[str, str]) -> str:
-    """Rewrite the library's `name=value` / `name=True` into the CLI's `--flag value` / `--flag` (see errors.py)."""
-    def swap(m: re.Match) -> str:
-        flag = flags.get(m.group(1))
-        if flag is None:
-            return m.group(0)
-        return flag if m.group(2) == "True" else f"{flag} {m.group(2)}".rstrip()
-
-    return re.sub(r"(?<![\w.=-])([a-z][a-z0-9_]*)=(True\b|[^\s,;)]*)", swap, message)
-
-
-class _Group(click.Group):
-    """Turns LungxrayError into a one-line message (naming flags, not parameters) and exit code 2, no traceback."""
-
-    group_class = type  # subgroups (`lungxray data ...`) are _Groups too
-
-    def resolve_command(self, ctx, args):
-        name, cmd, rest = super().resolve_command(ctx, args)
-        ctx.meta["lungxray.command"] = cmd  # meta is shared down the context tree: the innermost command wins
-        return name, cmd, rest
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LungxrayError as exc:
-            command = ctx.meta.get("lungxray.command", self)
-            click.echo(f"error: {flag_names(str(exc), _options(command))}", err=True)
-            ctx.exit(2)
-        except OSError as exc:
-            # A write that failed (disk full, permissions) after the checks: one line, never a traceback.
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {where}{exc.strerror or exc} (outputs written so far are kept; fix this and "
-                       "rerun, with --resume where the command has it)", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -215,7 +165,7 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @data_option
 @click.option("--split", "split_csv", type=click.Path(), help="Manifest from `lungxray data split` (default: a seeded split made now).")
 @click.option("--model", default=None, help="Registered model name (see `lungxray models`).")
-@click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/seed/cnn.toml).")
+@click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/seed/3-cnn.toml).")
 @click.option("--out", type=click.Path(), help="Run folder (default runs/<model>).")
 @click.option("--masks", type=click.Choice(["none", "provided", "predicted"]), default=None)
 @click.option("--epochs", type=int)

@@ -21,7 +21,7 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
         raise ConfigError(
             f"masks=provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0]}). "
             "Masking only the images that have masks would let the mask itself reveal the class. "
-            "Use masks=none, or give a dataset where every image has a mask."
+            "Use masks=predicted (every image gets the lung U-Net's mask), or give a dataset where every image has a mask."
         )
 
 

@@ -112,7 +112,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if state is not None:
         saved = TrainConfig(**state["config"])
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
-            log.warning("resume=True uses the run's saved config; other settings given now are ignored (except epochs)")
+            log.warning("resume=True (--resume) uses the run's saved config; other settings given now are ignored (except epochs)")
         cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs})
         split_csv = out / "split.csv"
     if cfg.threads:
@@ -317,6 +317,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         log.warning("interrupted during epoch %d; epoch %d is saved: continue with `lungxray train --resume --out %s` "
                     "(Python: train(..., resume=True))", epoch, done, out)
         raise
+    finally:
+        model.strict_input_size = True  # whatever ended the loop, the model takes only its own size again
     if ctx.is_main:
         if cfg.calibrate:
             from .calibrate import calibrate_run

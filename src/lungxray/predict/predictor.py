@@ -111,13 +111,13 @@ class Predictor:
                 "change what it sees; use masks=auto (or none) with this model"
             )
         if self.masked and masks == "none":
-            log.warning("model %s was trained on lung-masked images; masks=none feeds it unmasked images, "
+            log.warning("model %s was trained on lung-masked images; masks=none (--masks none) feeds it unmasked images, "
                         "outside its training conditions", model.name)
         self.device = next(model.parameters()).device
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime={runtime}: must be one of {', '.join(RUNTIMES)}")
         if runtime == "onnx" and onnx is None:
-            raise ConfigError("runtime 'onnx' needs an ONNX session: build with Predictor.load(..., runtime='onnx')")
+            raise ConfigError("the ONNX runtime needs an ONNX session: build the predictor with Predictor.load and runtime=onnx")
         self.runtime = runtime
         self._onnx = onnx if runtime == "onnx" else None
         # Features for the OOD guard come from one hook that stays on the model and writes to thread-local
@@ -487,7 +487,7 @@ def _onnx_session(checkpoint: Path, onnx_path: str | Path | None):
     if source != checkpoint_digest(checkpoint):
         raise CheckpointError(
             f"{onnx_path} was not exported from {checkpoint} (or its .json is missing or predates this check); "
-            f"re-export it with `lungxray export {checkpoint} --onnx {onnx_path} --overwrite`, or leave onnx= out "
+            f"re-export it with `lungxray export {checkpoint} --onnx {onnx_path} --overwrite`, or leave onnx_path= out "
             "to export one automatically")
     if "features" not in session.outputs:
         log.warning("%s has no 'features' output (an older export): the out-of-distribution guard is off", onnx_path)

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from ..cli_errors import _Group
+
 
 def _channels(value: str | None) -> list[int] | None:
     if not value:
@@ -19,7 +21,7 @@ def _channels(value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected comma-separated integers such as 16,32,64,128,256, got {value!r}") from None
 
 
-@click.group("segment")
+@click.group("segment", cls=_Group)
 def segment_group() -> None:
     """Lung segmentation: train the U-Net, predict lung masks."""
 

@@ -30,7 +30,7 @@ from .. import runs
 from ..checkpoint import load_state, verify_state
 from ..devices import autocast_enabled, resolve_device
 from ..errors import ConfigError
-from ..utils import write_json
+from ..utils import output_lock, write_json
 from .data import PairSet, find_pairs, holdout_split, load_pairs
 from .evaluate import evaluate_pairs, near_duplicates_of
 from .inference import Segmenter
@@ -181,7 +181,8 @@ def train_segmenter(
         holdout_data: folders split into a training share and a held-out validation share.
         val_data: validation-only folders.
         resume: continue the run in `out` from its last complete epoch, after a crash or kill; its saved config
-            is used (`cfg` is ignored) and the data folders must be given again and hold the same files.
+            is used (of `cfg`, only `device` and `threads` apply) and the data folders must be given again and
+            hold the same files.
     Returns:
         The run folder; `best.json` holds the held-out file lists and the full validation scores.
     """
@@ -189,11 +190,23 @@ def train_segmenter(
     if not data and not holdout_data:
         raise ConfigError("give at least one training folder (data= or holdout_data=)")
     out = Path(out)
+    # One writer per run folder: a second `segment train` (or --resume) on the same folder is refused while this runs.
+    with output_lock(out, "segment train"):
+        return _train_segmenter(cfg, data, out, holdout_data, val_data, overwrite, progress, resume)
+
+
+def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_data, overwrite: bool, progress: bool,
+                     resume: bool) -> Path:
     runs.prepare_run_dir(out, resume, overwrite)
     state = None
     if resume:
         state = verify_state(load_state(out / runs.STATE), out / runs.STATE)
-        cfg = SegTrainConfig.from_dict(state["config"])  # the run continues as it started
+        # The run continues as it started; only where and on how many threads may change.
+        saved = SegTrainConfig.from_dict({**state["config"], "device": cfg.device, "threads": cfg.threads})
+        if saved.to_dict() != cfg.to_dict():
+            log.warning("resume=True (--resume) uses the run's saved settings; other settings given now are ignored "
+                        "(except device and threads)")
+        cfg = saved
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     size = (cfg.image_size, cfg.image_size)
