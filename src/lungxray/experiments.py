@@ -7,6 +7,7 @@ import io
 import logging
 from pathlib import Path
 
+from . import runs
 from .config import load_config, tomllib
 from .data.api import split_dataset
 from .errors import ConfigError
@@ -58,7 +59,7 @@ def run_experiments(
         metrics_path = run / "eval-test" / "metrics.json"
         if not metrics_path.is_file():
             if not (run / "summary.json").is_file():
-                resume = (run / "state.pt").is_file()
+                resume = (run / runs.STATE).is_file()
                 log.warning("training %s%s", name, " (resuming)" if resume else "")
                 train(cfg, data, run, manifest, resume=resume, progress=progress, cache_dir=cache_dir)
             # metrics.json is written last, so without it any eval-test/ is an interrupted evaluation: redo it.

@@ -108,7 +108,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if ctx.is_main:
         runs.prepare_run_dir(out, resume, overwrite)
     ctx.barrier()
-    state = verify_state(load_state(out / "state.pt"), out / "state.pt") if resume else None
+    state = verify_state(load_state(out / runs.STATE), out / runs.STATE) if resume else None
     if state is not None:
         saved = TrainConfig(**state["config"])
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
@@ -224,6 +224,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
             lr_used = opt.param_groups[0]["lr"]
             bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
                                unit="batch", enabled=progress)
+            # Progressive resizing: only the training forward passes of the early epochs take smaller images.
+            model.strict_input_size = epoch > cfg.low_res_epochs
             for start in bar:
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < ctx.world:
@@ -235,8 +237,6 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                                       shear=cfg.aug_shear, hflip=cfg.hflip)
                 if cfg.aug_intensity:
                     x = random_intensity(x, gen, cfg.aug_intensity)
-                # Progressive resizing: only the training forward pass of the early epochs takes smaller images.
-                model.strict_input_size = epoch > cfg.low_res_epochs
                 if epoch <= cfg.low_res_epochs:
                     x = shrink(x, cfg.low_res_size)
                 # Augmentation is drawn for the whole global batch on every rank, then each takes its share.

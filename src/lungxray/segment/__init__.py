@@ -10,38 +10,30 @@ Names are imported lazily, so `lungxray --help` does not pay for importing torch
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 
+from ..lazy import lazy_exports
+
 _EXPORTS = {
-    "Segmenter": ".inference",
-    "MaskPredictor": ".inference",
-    "default_segmenter_path": ".inference",
-    "LungUNet": ".model",
-    "load_segmenter": ".model",
-    "save_segmenter": ".model",
-    "dice": ".metrics",
-    "hd95": ".metrics",
-    "postprocess_mask": ".postprocess",
-    "find_pairs": ".data",
-    "fill_masks": ".fill",
-    "SegTrainConfig": ".train",
-    "train_segmenter": ".train",
-    "evaluate_pairs": ".evaluate",
+    "Segmenter": "inference",
+    "MaskPredictor": "inference",
+    "default_segmenter_path": "inference",
+    "LungUNet": "model",
+    "load_segmenter": "model",
+    "save_segmenter": "model",
+    "dice": "metrics",
+    "hd95": "metrics",
+    "postprocess_mask": "postprocess",
+    "find_pairs": "data",
+    "fill_masks": "fill",
+    "SegTrainConfig": "train",
+    "train_segmenter": "train",
+    "evaluate_pairs": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _CallableModule(types.ModuleType):

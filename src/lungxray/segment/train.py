@@ -300,6 +300,12 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
     best = {"epoch": 0, "score": -math.inf}
     seconds_training = 0.0
     start_epoch = 1
+
+    def save_state(epoch: int) -> None:
+        runs.save_state(out, model, epoch=epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        history=history, best=best, seconds_training=seconds_training, config=cfg.to_dict(),
+                        data_fingerprint=data_meta["data_fingerprint"])
+
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -309,9 +315,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
         start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
     else:
-        runs.save_state(out, model, epoch=0, optimizer=opt.state_dict(), scheduler=sched.state_dict(), history=[],
-                        best=best, seconds_training=0.0, config=cfg.to_dict(),
-                        data_fingerprint=data_meta["data_fingerprint"])
+        save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         # One generator per epoch, derived from the seed: shuffling and augmentation are reproducible.
@@ -367,10 +371,7 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
             save_segmenter(out / "best", model, meta)
         save_segmenter(out / "last", model, meta)
         runs.write_history(out / "history.csv", history)
-        # Last: the state names this epoch complete only once everything it wrote is in place.
-        runs.save_state(out, model, epoch=epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        history=history, best=best, seconds_training=seconds_training, config=cfg.to_dict(),
-                        data_fingerprint=data_meta["data_fingerprint"])
+        save_state(epoch)  # last: the state names this epoch complete only once everything it wrote is in place
         dice_txt = "  ".join(f"{k}: {v:.4f}" for k, v in scores.items())
         msg = f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  val Dice {dice_txt}  {row['seconds']:.0f}s  {row['images_per_s']:.1f} img/s"
         _say(msg, progress)
