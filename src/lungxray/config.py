@@ -6,7 +6,7 @@ import difflib
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,6 +18,7 @@ from .errors import ConfigError
 MASK_MODES = ("none", "provided", "predicted")
 SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+Config = TypeVar("Config")
 
 
 @dataclass
@@ -158,10 +159,11 @@ def _coerce(cfg_field, value: Any) -> Any:
     return value
 
 
-def merge_config(base: TrainConfig, values: dict) -> TrainConfig:
-    """Return `base` updated with `values`; unknown keys fail with the nearest valid key suggested."""
-    known = {f.name: f for f in fields(TrainConfig)}
-    out = TrainConfig(**asdict(base))
+def merge_config(base: Config, values: dict) -> Config:
+    """Return a copy of `base` (a TrainConfig, or any settings dataclass such as the segmenter's) updated with
+    `values`, each coerced to its field's type; unknown keys fail with the nearest valid key suggested."""
+    known = {f.name: f for f in fields(base)}
+    out = type(base)(**asdict(base))
     for key, value in values.items():
         key = key.replace("-", "_")
         if key not in known:

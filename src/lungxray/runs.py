@@ -1,19 +1,42 @@
-"""What every training run folder shares, classifier or segmenter: preparing the folder, the history file and the
-resumable state (`state.pt`, replaced atomically after every epoch so a run killed at any moment resumes)."""
+"""What every training run shares, classifier or segmenter: preparing the run folder, the epoch loop (seeded
+shuffling, progress, history, the resumable state written last, Ctrl-C) and the state file (`state.pt`, replaced
+atomically after every epoch so a run killed at any moment resumes exactly).
+
+A training uses the loop like this; everything model-specific stays in the caller:
+
+    loop = EpochLoop(out, epochs, seed, batch_size, history, save_state, progress, resume_hint)
+    with loop.interruptible():
+        for ep in loop.epochs(start_epoch):
+            for idx in ep.batches(train_indices):
+                ...one optimiser step...; ep.add(loss, n, correct)
+            ...validate...
+            row = loop.record(ep, {"val_loss": ..., ...}, lr)      # history row; refuses non-finite losses
+            ...write checkpoints...
+            loop.commit(ep, message)                               # history.csv, then state.pt, then the message
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
+import math
 import shutil
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from .checkpoint import tensors_digest
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
+from .progress import bar as progress_bar
 from .utils import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 
@@ -55,3 +78,123 @@ def save_state(out: Path, model: torch.nn.Module, **rest) -> None:
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(out / STATE, buf.getvalue())
+
+
+def restore_state(state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sched=None) -> int:
+    """Load a `state.pt` into the model, optimiser, schedule and torch's RNG; returns the epoch to run next."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state.get("scheduler"):
+        sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]) + 1
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """One generator per epoch, derived from the seed: shuffling and augmentation replay exactly on resume."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class Epoch:
+    """One epoch in progress: its number, its generator, the shuffled batches and the running training loss."""
+
+    def __init__(self, number: int, total: int, seed: int, batch_size: int, progress: bool) -> None:
+        self.number, self.total, self.batch_size, self.progress = number, total, batch_size, progress
+        self.gen = epoch_generator(seed, number)
+        self.started = time.perf_counter()
+        self.train_seconds = 0.0
+        self.seen, self.loss_sum, self.correct = 0, 0.0, None
+
+    def batches(self, indices: np.ndarray) -> Iterator[np.ndarray]:
+        """`indices` shuffled by this epoch's generator (drawn first, before any augmentation), in batches, with a
+        progress bar; the time spent here is the epoch's training time."""
+        order = np.asarray(indices)[torch.randperm(len(indices), generator=self.gen).numpy()]
+        bar = progress_bar(range(0, len(order), self.batch_size), desc=f"epoch {self.number}/{self.total}",
+                           unit="batch", enabled=self.progress)
+        for start in bar:
+            yield order[start : start + self.batch_size]
+            if self.seen:
+                bar.set_postfix(**self._postfix())
+        self.train_seconds = time.perf_counter() - self.started
+
+    def add(self, loss: float, n: int, correct: int | None = None) -> None:
+        """Count one step: its mean loss over `n` samples and, for a classifier, how many it got right."""
+        self.seen += n
+        self.loss_sum += loss * n
+        if correct is not None:
+            self.correct = (self.correct or 0) + correct
+
+    def _postfix(self) -> dict:
+        out = {"loss": f"{self.loss_sum / self.seen:.4f}"}
+        if self.correct is not None:
+            out["acc"] = f"{self.correct / self.seen:.3f}"
+        return out
+
+
+class EpochLoop:
+    """The epoch loop shared by `lungxray train` and `lungxray segment train` (see the module docstring)."""
+
+    def __init__(self, out: Path, epochs: int, seed: int, batch_size: int, history: list[dict],
+                 save_state: Callable[[int], None], progress: bool, resume_hint: str,
+                 columns: Sequence[str] | None = None, writer: bool = True) -> None:
+        self.out, self.epochs_total, self.seed, self.batch_size = out, epochs, seed, batch_size
+        self.history, self.save_state, self.progress, self.resume_hint = history, save_state, progress, resume_hint
+        self.columns, self.writer = columns, writer
+        self.current = 0
+
+    def epochs(self, start: int) -> Iterator[Epoch]:
+        for number in range(start, self.epochs_total + 1):
+            self.current = number
+            yield Epoch(number, self.epochs_total, self.seed, self.batch_size, self.progress)
+
+    def record(self, ep: Epoch, scores: dict, lr: float, totals: tuple[int, float, int | None] | None = None) -> dict:
+        """Append the epoch's history row (training loss and accuracy, `scores`, the learning rate, time, speed).
+
+        `totals` (seen, loss sum, correct) replaces the epoch's own counts where several processes trained together.
+        Raises TrainingError, before anything of the epoch is written, when a loss is not finite: saving would
+        make a NaN run look finished, and resuming would carry the NaNs on.
+        """
+        seen, loss_sum, correct = totals if totals is not None else (ep.seen, ep.loss_sum, ep.correct)
+        train_loss = loss_sum / max(seen, 1)
+        bad = {k: v for k, v in scores.items() if isinstance(v, float) and not math.isfinite(v)}
+        if not math.isfinite(train_loss) or bad:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in {"train loss": train_loss, **scores}.items())
+            raise TrainingError(
+                f"epoch {ep.number}: the loss became non-finite ({shown}); this epoch is not saved. {self.out} keeps "
+                "the last good epoch and the best checkpoint. Lower the learning rate, or check the data for broken "
+                "images")
+        row = {"epoch": ep.number, "train_loss": round(train_loss, 6)}
+        if correct is not None:
+            row["train_acc"] = round(correct / max(seen, 1), 6)
+        row.update({k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()})
+        row.update({"lr": lr, "seconds": round(time.perf_counter() - ep.started, 3),
+                    "images_per_s": round(seen / max(ep.train_seconds, 1e-9), 1)})
+        self.history.append(row)
+        return row
+
+    def commit(self, ep: Epoch, message: str) -> None:
+        """Write history.csv, then the resumable state (last: it names the epoch complete only once everything the
+        epoch wrote is in place), then show `message`."""
+        if self.writer:  # one writer; under DDP every rank holds identical weights after the all-reduced steps
+            write_history(self.out / "history.csv", self.history, self.columns)
+            self.save_state(ep.number)
+            say(message, self.progress)
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """On Ctrl-C, say which epoch is saved and how to continue, then stop as interrupted."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            done = self.history[-1]["epoch"] if self.history else 0
+            log.warning("interrupted during epoch %d; epoch %d is saved: continue with %s", self.current, done,
+                        self.resume_hint)
+            raise
+
+
+def say(message: str, progress: bool) -> None:
+    """Print between progress bars when they are shown, else log."""
+    if progress:
+        tqdm.write(message)
+    else:
+        log.info(message)

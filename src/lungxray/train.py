@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import __version__, runs
-from .progress import bar as progress_bar
 from .checkpoint import load_state, save_checkpoint, verify_state
 from .devices import autocast_enabled, resolve_device
 from .distributed import DistContext, init_from_env, shutdown
@@ -27,7 +24,7 @@ from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
 from .data.transforms import random_affine, random_intensity, shrink
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError
 from .inference import check_masks, load_batch, predict_logits
 from .models import Classifier, create_model
 from .utils import output_lock, write_json
@@ -166,20 +163,13 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     start_epoch, best_loss, bad_epochs = 1, float("inf"), 0
     ema = _ema_model(model, cfg.ema) if cfg.ema else None
     if state is not None:
-        model.load_state_dict(state["model"])
+        start_epoch = runs.restore_state(state, model, opt, sched)
         if ema is not None:
             if "ema" not in state:
                 raise ConfigError(f"{out}/state.pt holds no weight average, but the run's config has ema = {cfg.ema}")
             ema.load_state_dict(state["ema"])
-        opt = _optimizer(cfg, model)  # re-bind to the loaded parameters' device/layout
-        sched = _scheduler(cfg, opt, steps_per_epoch)
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
         history, best_loss, bad_epochs = state["history"], state["best_val_loss"], state["bad_epochs"]
         pretrained = state.get("pretrained")  # loaded before the first epoch; its report stays in the metadata
-        start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
     if cfg.low_res_epochs:
         _check_low_res(model, cfg, device)
@@ -210,113 +200,80 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
 
     if state is None and ctx.is_main:
         save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
-    epoch = start_epoch - 1
+    loop = runs.EpochLoop(out, cfg.epochs, cfg.seed, cfg.batch_size, history, save_state, progress,
+                          f"`lungxray train --resume --out {out}` (Python: train(..., resume=True))",
+                          columns=HISTORY_COLUMNS, writer=ctx.is_main)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
-                break
-            t0 = time.perf_counter()
-            # One generator per epoch, derived from the seed: shuffling and augmentation replay exactly on resume.
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-            model.train()
-            seen, loss_sum, correct = 0, 0.0, 0
-            lr_used = opt.param_groups[0]["lr"]
-            bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
-                               unit="batch", enabled=progress)
-            # Progressive resizing: only the training forward passes of the early epochs take smaller images.
-            model.strict_input_size = epoch > cfg.low_res_epochs
-            for start in bar:
-                idx = order[start : start + cfg.batch_size]
-                if len(idx) < ctx.world:
-                    continue  # a tail too short to give every rank an image
-                x = load_batch(split, idx, cfg.masks, view=view)
-                y = torch.from_numpy(labels[idx])
-                if cfg.augment:
-                    x = random_affine(x, gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
-                                      shear=cfg.aug_shear, hflip=cfg.hflip)
-                if cfg.aug_intensity:
-                    x = random_intensity(x, gen, cfg.aug_intensity)
-                if epoch <= cfg.low_res_epochs:
-                    x = shrink(x, cfg.low_res_size)
-                # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
-                x, y = ctx.shard(x), ctx.shard(y).to(device)
-                x = x.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
-                total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
-                if ctx.enabled:
-                    # DDP averages gradients over ranks; weighting by this rank's share makes that the
-                    # gradient of the global-batch mean even when shares differ by one image.
-                    total = total * (len(y) * ctx.world / len(idx))
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                lr_used = opt.param_groups[0]["lr"]  # what this step uses (one-cycle moves it after every step)
-                opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                if cfg.scheduler == "onecycle":
+        with loop.interruptible():
+            for ep in loop.epochs(start_epoch):
+                if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+                    break
+                model.train()
+                lr_used = opt.param_groups[0]["lr"]
+                # Progressive resizing: only the training forward passes of the early epochs take smaller images.
+                model.strict_input_size = ep.number > cfg.low_res_epochs
+                for idx in ep.batches(train_idx):
+                    if len(idx) < ctx.world:
+                        continue  # a tail too short to give every rank an image
+                    x = load_batch(split, idx, cfg.masks, view=view)
+                    y = torch.from_numpy(labels[idx])
+                    if cfg.augment:
+                        x = random_affine(x, ep.gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
+                                          shear=cfg.aug_shear, hflip=cfg.hflip)
+                    if cfg.aug_intensity:
+                        x = random_intensity(x, ep.gen, cfg.aug_intensity)
+                    if ep.number <= cfg.low_res_epochs:
+                        x = shrink(x, cfg.low_res_size)
+                    # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
+                    x, y = ctx.shard(x), ctx.shard(y).to(device)
+                    x = x.to(device, memory_format=memory)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        logits = net(x)
+                        loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+                    total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
+                    if ctx.enabled:
+                        # DDP averages gradients over ranks; weighting by this rank's share makes that the
+                        # gradient of the global-batch mean even when shares differ by one image.
+                        total = total * (len(y) * ctx.world / len(idx))
+                    opt.zero_grad(set_to_none=True)
+                    total.backward()
+                    lr_used = opt.param_groups[0]["lr"]  # what this step uses (one-cycle moves it after every step)
+                    opt.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
+                    if cfg.scheduler == "onecycle":
+                        sched.step()
+                    ep.add(loss.item(), len(y), int((logits.detach().argmax(1) == y).sum()))
+                model.strict_input_size = True
+                # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
+                my_val = ctx.shard(val_idx)
+                scored = ema.module if ema is not None else model  # the weights that are checkpointed
+                val_logits = torch.from_numpy(predict_logits(scored, split, my_val, cfg.masks,
+                                                            batch_size=max(64, cfg.batch_size), view=view))
+                y_val = torch.from_numpy(labels[my_val])
+                v_loss_sum = float(F.cross_entropy(val_logits, y_val, reduction="sum")) if len(my_val) else 0.0
+                v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
+                seen, loss_sum, correct, v_loss_sum, v_correct = ctx.sum(
+                    [ep.seen, ep.loss_sum, ep.correct or 0, v_loss_sum, v_correct])
+                val_loss, val_acc = v_loss_sum / len(val_idx), v_correct / len(val_idx)
+                # The history shows the learning rate of the epoch's last step, not the one set for the step after it.
+                row = loop.record(ep, {"val_loss": val_loss, "val_acc": val_acc}, lr_used,
+                                  totals=(int(seen), loss_sum, int(correct)))
+                if cfg.scheduler == "plateau":
+                    sched.step(val_loss)
+                elif cfg.scheduler == "cosine":
                     sched.step()
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-            train_seconds = time.perf_counter() - t0
-            model.strict_input_size = True
-            # Each rank scores its share of the validation split; sums are reduced so every rank agrees.
-            my_val = ctx.shard(val_idx)
-            scored = ema.module if ema is not None else model  # the weights that are checkpointed
-            val_logits = torch.from_numpy(predict_logits(scored, split, my_val, cfg.masks, batch_size=max(64, cfg.batch_size),
-                                                        view=view))
-            y_val = torch.from_numpy(labels[my_val])
-            v_loss_sum = float(F.cross_entropy(val_logits, y_val, reduction="sum")) if len(my_val) else 0.0
-            v_correct = float((val_logits.argmax(1) == y_val).sum()) if len(my_val) else 0.0
-            seen, loss_sum, correct, v_loss_sum, v_correct = ctx.sum([seen, loss_sum, correct, v_loss_sum, v_correct])
-            val_loss, val_acc = v_loss_sum / len(val_idx), v_correct / len(val_idx)
-            if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
-                # Saving would make a NaN run look finished (and --resume would carry the NaNs on).
-                raise TrainingError(
-                    f"epoch {epoch}: the loss became non-finite (train {loss_sum / max(seen, 1):.4g}, validation "
-                    f"{val_loss:.4g}); this epoch is not saved. {out} keeps the last good epoch and best checkpoint. "
-                    "Lower the learning rate, or check the data for broken images")
-            # The history shows the learning rate of the epoch's last step, not the one set for the step after it.
-            lr = lr_used
-            if cfg.scheduler == "plateau":
-                sched.step(val_loss)
-            elif cfg.scheduler == "cosine":
-                sched.step()
-            row = {
-                "epoch": epoch,
-                "train_loss": round(loss_sum / seen, 6),
-                "train_acc": round(correct / seen, 6),
-                "val_loss": round(val_loss, 6),
-                "val_acc": round(val_acc, 6),
-                "lr": lr,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "images_per_s": round(seen / train_seconds, 1),  # all ranks together
-            }
-            history.append(row)
-            meta = {**base_meta, "epoch": epoch, "val_metrics": {"loss": val_loss, "accuracy": val_acc}}
-            improved = val_loss < best_loss
-            best_loss, bad_epochs = (val_loss, 0) if improved else (best_loss, bad_epochs + 1)
-            if ctx.is_main:  # one writer; every rank holds identical weights after the all-reduced steps
-                if improved:
-                    save_checkpoint(out / "best", scored, meta)
-                save_checkpoint(out / "last", scored, meta)
-                runs.write_history(out / "history.csv", history, HISTORY_COLUMNS)
-                save_state(epoch)
-            msg = (f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
-                   f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr:.2e}  {row['images_per_s']:.0f} img/s")
-            if progress:
-                tqdm.write(msg)
-            if ctx.is_main:
-                log.info(msg)
-    except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else 0
-        log.warning("interrupted during epoch %d; epoch %d is saved: continue with `lungxray train --resume --out %s` "
-                    "(Python: train(..., resume=True))", epoch, done, out)
-        raise
+                meta = {**base_meta, "epoch": ep.number, "val_metrics": {"loss": val_loss, "accuracy": val_acc}}
+                improved = val_loss < best_loss
+                best_loss, bad_epochs = (val_loss, 0) if improved else (best_loss, bad_epochs + 1)
+                if ctx.is_main:
+                    if improved:
+                        save_checkpoint(out / "best", scored, meta)
+                    save_checkpoint(out / "last", scored, meta)
+                loop.commit(ep, f"epoch {ep.number}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
+                                f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr_used:.2e}  "
+                                f"{row['images_per_s']:.0f} img/s")
     finally:
         model.strict_input_size = True  # whatever ended the loop, the model takes only its own size again
     if ctx.is_main:

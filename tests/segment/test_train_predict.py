@@ -71,7 +71,7 @@ def test_same_seed_same_weights_and_global_rng_untouched(tmp_path):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
         SegTrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ConfigError, match="divisible"):
         _tiny(image_size=30)

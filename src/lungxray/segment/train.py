@@ -13,21 +13,19 @@ masks' own resolution, HD95) by the same code the benchmark uses.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.transforms import random_affined, random_intensity
-from ..progress import bar as progress_bar
 from .. import runs
 from ..checkpoint import load_state, verify_state
+from ..config import merge_config
 from ..devices import autocast_enabled, resolve_device
 from ..errors import ConfigError
 from ..utils import output_lock, write_json
@@ -87,13 +85,9 @@ class SegTrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegTrainConfig":
-        """Build from a dict, refusing unknown keys (with the nearest valid one suggested)."""
-        names = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ConfigError(f"unknown segmentation setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        return cls(**{k: v for k, v in values.items() if v is not None}).validate()
+        """Build from a dict (None means "the default"), refusing unknown keys with the nearest valid one suggested:
+        the classifier's `merge_config`, so both trainings read settings the same way."""
+        return merge_config(cls(), {k: v for k, v in values.items() if v is not None}).validate()
 
 
 def source_name(path: str | Path) -> str:
@@ -152,14 +146,6 @@ def _quick_dice(model: LungUNet, ps: PairSet, amp: bool, memory: torch.memory_fo
             pred = model(b["image"].to(device).contiguous(memory_format=memory)).float().cpu() > 0
         scores.append(compute_dice(pred, b["mask"] > 0.5, include_background=True, ignore_empty=False).flatten())
     return float(torch.cat(scores).mean())
-
-
-def _say(msg: str, progress: bool) -> None:
-    """Print between progress bars when they are shown, else log."""
-    if progress:
-        tqdm.write(msg)
-    else:
-        log.info(msg)
 
 
 def train_segmenter(
@@ -269,7 +255,7 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         validation[name] = {"n": res["n"], "dice": res["dice"], "hd95": res["hd95"]}
         msg = (f"{name}: Dice {res['dice']['mean']:.4f} (median {res['dice']['median']:.4f}), "
                f"HD95 {res['hd95'].get('mean', float('nan')):.2f} px (median {res['hd95'].get('median', float('nan')):.2f})")
-        _say(msg, progress)
+        runs.say(msg, progress)
     total_seconds = time.perf_counter() - t_start
     training = {**seg.meta["training"], "best_epoch": best["epoch"], "epochs_run": len(history),
                 "seconds_all_epochs": round(epoch_seconds, 1), "seconds_total": round(total_seconds, 1),
@@ -307,72 +293,49 @@ def _fit(cfg: SegTrainConfig, model: LungUNet, train_set: PairSet, val_sets: dic
                         data_fingerprint=data_meta["data_fingerprint"])
 
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        start_epoch = runs.restore_state(state, model, opt, sched)
         history, best, seconds_training = state["history"], state["best"], state["seconds_training"]
-        start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d", out, start_epoch)
     else:
         save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        # One generator per epoch, derived from the seed: shuffling and augmentation are reproducible.
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_set), generator=gen).numpy()
-        model.train()
-        seen, loss_sum = 0, 0.0
-        bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                           enabled=progress)
-        for start in bar:
-            idx = np.sort(order[start : start + cfg.batch_size])
-            batch = _batch(train_set, idx)
-            if cfg.augment:
-                batch = random_affined(batch, ("image", "mask"), gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift,
-                                       zoom=cfg.aug_zoom, shear=cfg.aug_shear)
-                if cfg.aug_intensity:
-                    batch["image"] = random_intensity(batch["image"], gen, cfg.aug_intensity)
-            x = batch["image"].to(device).contiguous(memory_format=memory)
-            y = batch["mask"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-            logits = logits.float()
-            loss = dice_bce(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        train_seconds = time.perf_counter() - t0
-        seconds_training += train_seconds
-        scores = {name: _quick_dice(model, vs, amp, memory) for name, vs in val_sets.items()}
-        score = float(np.mean(list(scores.values()))) if scores else -loss_sum / seen
-        row = {
-            "epoch": epoch,
-            "train_loss": round(loss_sum / seen, 6),
-            **{f"val_dice[{k}]": round(v, 6) for k, v in scores.items()},
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - t0, 2),
-            "images_per_s": round(seen / train_seconds, 1),
-        }
-        history.append(row)
-        meta = {
-            "threshold": 0.5,
-            "postprocess": {"keep_components": 2, "min_component_fraction": 0.05, "fill_holes": True},
-            "training": {"epoch": epoch, "epochs": cfg.epochs, "seconds_training": round(seconds_training, 1),
-                         "config": cfg.to_dict(), **data_meta},
-            "validation_quick_dice": scores,
-        }
-        if score > best["score"]:
-            best = {"epoch": epoch, "score": score}
-            save_segmenter(out / "best", model, meta)
-        save_segmenter(out / "last", model, meta)
-        runs.write_history(out / "history.csv", history)
-        save_state(epoch)  # last: the state names this epoch complete only once everything it wrote is in place
-        dice_txt = "  ".join(f"{k}: {v:.4f}" for k, v in scores.items())
-        msg = f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.4f}  val Dice {dice_txt}  {row['seconds']:.0f}s  {row['images_per_s']:.1f} img/s"
-        _say(msg, progress)
+    loop = runs.EpochLoop(out, cfg.epochs, cfg.seed, cfg.batch_size, history, save_state, progress,
+                          f"`lungxray segment train --resume --out {out}` with the same data folders")
+    with loop.interruptible():
+        for ep in loop.epochs(start_epoch):
+            model.train()
+            for idx in ep.batches(np.arange(len(train_set))):
+                batch = _batch(train_set, np.sort(idx))
+                if cfg.augment:
+                    batch = random_affined(batch, ("image", "mask"), ep.gen, rotate=cfg.aug_rotate,
+                                           shift=cfg.aug_shift, zoom=cfg.aug_zoom, shear=cfg.aug_shear)
+                    if cfg.aug_intensity:
+                        batch["image"] = random_intensity(batch["image"], ep.gen, cfg.aug_intensity)
+                x = batch["image"].to(device).contiguous(memory_format=memory)
+                y = batch["mask"].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(x)
+                loss = dice_bce(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                ep.add(loss.item(), len(idx))
+            seconds_training += ep.train_seconds
+            scores = {name: _quick_dice(model, vs, amp, memory) for name, vs in val_sets.items()}
+            score = float(np.mean(list(scores.values()))) if scores else -ep.loss_sum / ep.seen
+            row = loop.record(ep, {f"val_dice[{k}]": v for k, v in scores.items()}, opt.param_groups[0]["lr"])
+            meta = {
+                "threshold": 0.5,
+                "postprocess": {"keep_components": 2, "min_component_fraction": 0.05, "fill_holes": True},
+                "training": {"epoch": ep.number, "epochs": cfg.epochs, "seconds_training": round(seconds_training, 1),
+                             "config": cfg.to_dict(), **data_meta},
+                "validation_quick_dice": scores,
+            }
+            if score > best["score"]:
+                best = {"epoch": ep.number, "score": score}
+                save_segmenter(out / "best", model, meta)
+            save_segmenter(out / "last", model, meta)
+            dice_txt = "  ".join(f"{k}: {v:.4f}" for k, v in scores.items())
+            loop.commit(ep, f"epoch {ep.number}/{cfg.epochs}  loss {row['train_loss']:.4f}  val Dice {dice_txt}  "
+                            f"{row['seconds']:.0f}s  {row['images_per_s']:.1f} img/s")
     return history, best
