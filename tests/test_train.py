@@ -261,3 +261,21 @@ def test_progressive_resizing_refuses_a_model_of_fixed_input_size(split_csv, tmp
     with pytest.raises(ConfigError, match="fully convolutional"):
         train(_cfg(model="mlp", epochs=2, low_res_size=16, low_res_epochs=1), SAMPLE, tmp_path / "run",
               split_csv, progress=False)
+
+
+def test_mixup_blends_the_loss_and_resumes_exactly(split_csv, tmp_path):
+    cfg = _cfg(epochs=2, augment=True, mixup=0.4)
+    full = train(cfg, SAMPLE, tmp_path / "full", split_csv, progress=False)
+    plain = train(_cfg(epochs=2, augment=True), SAMPLE, tmp_path / "plain", split_csv, progress=False)
+    # Same seed, same batches: only the blending differs, and it changes what the network learns from.
+    assert _history(full)[0]["train_loss"] != _history(plain)[0]["train_loss"]
+    assert json.loads((full / "config.json").read_text())["mixup"] == 0.4
+    part = train(_cfg(epochs=1, augment=True, mixup=0.4), SAMPLE, tmp_path / "part", split_csv, progress=False)
+    resumed = train(cfg, SAMPLE, part, None, resume=True, progress=False)
+    key = lambda h: [(r["epoch"], r["train_loss"], r["val_loss"], r["val_acc"]) for r in h]
+    assert key(_history(resumed)) == key(_history(full))
+
+
+def test_negative_mixup_is_refused():
+    with pytest.raises(ConfigError, match="mixup must be >= 0"):
+        _cfg(mixup=-0.2)

@@ -62,6 +62,9 @@ class TrainConfig:
     """Strength of random gamma/contrast/brightness (0 = off)."""
     class_weighting: bool = False
     label_smoothing: float = 0.0
+    mixup: float = 0.0
+    """Mixup: blend each training batch with a shuffled copy of itself, weight from Beta(mixup, mixup) folded into
+    [0.5, 1], and the loss with the two labels by the same weight (0 = off; e.g. 0.2)."""
     ema: float = 0.0
     """Exponential moving average of the weights, decay per optimiser step (0 = off; e.g. 0.998). When on, the
     averaged weights are the ones validated, checkpointed and shipped."""
@@ -94,7 +97,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size < 16:
             raise ConfigError("image_size must be at least 16")
-        for name in ("lr", "weight_decay", "l2", "label_smoothing"):
+        for name in ("lr", "weight_decay", "l2", "label_smoothing", "mixup"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         if not 0.0 <= float(self.ema) < 1.0:

@@ -23,7 +23,7 @@ from .distributed import DistContext, init_from_env, shutdown
 from .config import TrainConfig
 from .data.api import SplitData, load_split
 from .data.split import write_manifest
-from .data.transforms import random_affine, random_intensity, shrink
+from .data.transforms import mixup, random_affine, random_intensity, shrink
 from .errors import ConfigError
 from .inference import check_masks, load_batch, predict_logits
 from .models import Classifier, create_model
@@ -225,12 +225,19 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                         x = random_intensity(x, ep.gen, cfg.aug_intensity)
                     if ep.number <= cfg.low_res_epochs:
                         x = shrink(x, cfg.low_res_size)
+                    lam, y2 = 1.0, y
+                    if cfg.mixup:
+                        x, partner, lam = mixup(x, ep.gen, cfg.mixup)
+                        y2 = y[partner]
                     # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
-                    x, y = ctx.shard(x), ctx.shard(y).to(device)
+                    x, y, y2 = ctx.shard(x), ctx.shard(y).to(device), ctx.shard(y2).to(device)
                     x = x.to(device, memory_format=memory)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         logits = net(x)
                         loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+                        if lam < 1.0:
+                            loss = lam * loss + (1.0 - lam) * F.cross_entropy(
+                                logits.float(), y2, weight=weights, label_smoothing=cfg.label_smoothing)
                     total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
                     if ctx.enabled:
                         # DDP averages gradients over ranks; weighting by this rank's share makes that the

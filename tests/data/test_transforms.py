@@ -8,6 +8,7 @@ import pytest
 import torch  # noqa: E402  (a hard dependency: a missing one must fail, not skip)
 
 from lungxray.data.transforms import (  # noqa: E402
+    mixup,
     apply_affine,
     random_affine,
     random_affine_params,
@@ -132,3 +133,18 @@ def test_each_range_changes_the_matrix(param: str, value: float) -> None:
     if param == "shift":
         assert theta[:, :, 2].abs().max().item() <= 2 * value + 1e-6
         torch.testing.assert_close(theta[:, :, :2], identity[:, :2].expand(16, 2, 2))
+
+
+def test_mixup_blends_each_image_mostly_with_itself_and_replays_from_the_seed() -> None:
+    x = torch.rand(6, 1, 8, 8)
+    lams = []
+    for seed in range(20):
+        out, partner, lam = mixup(x, torch.Generator().manual_seed(seed), alpha=0.4)
+        assert 0.5 <= lam <= 1.0
+        assert sorted(partner.tolist()) == list(range(6))
+        assert torch.allclose(out, lam * x + (1 - lam) * x[partner])
+        again, partner2, lam2 = mixup(x, torch.Generator().manual_seed(seed), alpha=0.4)
+        assert lam2 == lam and torch.equal(partner2, partner) and torch.equal(again, out)
+        lams.append(lam)
+    # Beta(0.4, 0.4) folded into [0.5, 1]: spread out, not a constant.
+    assert min(lams) < 0.8 and max(lams) > 0.9

@@ -90,3 +90,19 @@ def random_intensity(x: torch.Tensor, generator: torch.Generator, strength: floa
 def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a (N, C, H, W) batch to size x size with antialiasing (for progressive resizing)."""
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def mixup(x: torch.Tensor, generator: torch.Generator, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend the batch with a shuffled copy of itself (mixup, Zhang et al., ICLR 2018).
+
+    The weight is drawn from Beta(alpha, alpha) through `generator` (so a resumed epoch replays it) and folded
+    into [0.5, 1], so each blend is mostly its own image. Returns the blend, the partner of each image
+    (indices into the batch) and the weight: the loss is weight * loss(labels) + (1 - weight) * loss(labels[partner]).
+    """
+    from scipy.special import betaincinv
+
+    u = float(torch.rand((), generator=generator))
+    lam = float(betaincinv(alpha, alpha, u))
+    lam = max(lam, 1.0 - lam)
+    partner = torch.randperm(len(x), generator=generator)
+    return lam * x + (1.0 - lam) * x[partner], partner, lam
