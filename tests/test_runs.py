@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from lungxray import runs
 from lungxray.errors import TrainingError
@@ -91,3 +92,24 @@ def test_only_the_writer_writes(tmp_path):
     loop.record(ep, {}, lr=1e-3)
     loop.commit(ep, "done")
     assert len(history) == 1 and saved == [] and not (tmp_path / "history.csv").exists()
+
+
+def test_the_gpu_generator_is_saved_and_restored_when_a_gpu_was_used(tmp_path, monkeypatch):
+    gpu_state = torch.ByteTensor([7, 1, 2, 3])
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: gpu_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    runs.save_state(tmp_path, model, epoch=3, optimizer=opt.state_dict())
+    state = torch.load(tmp_path / runs.STATE, weights_only=True)
+    assert torch.equal(state["cuda_rng"], gpu_state)
+    assert runs.restore_state(state, model, opt) == 4
+    assert len(restored) == 1 and torch.equal(restored[0], gpu_state)
+    # A CPU-only run writes no GPU state and restores none.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    runs.save_state(tmp_path, model, epoch=3, optimizer=opt.state_dict())
+    runs.restore_state(torch.load(tmp_path / runs.STATE, weights_only=True), model, opt)
+    assert len(restored) == 1

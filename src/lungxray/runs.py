@@ -75,6 +75,9 @@ def save_state(out: Path, model: torch.nn.Module, **rest) -> None:
     ...), all tensors and plain data so `load_state` reads it with weights_only=True."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     blob = {"model": weights, "model_sha256": tensors_digest(weights), "torch_rng": torch.get_rng_state(), **rest}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # Dropout on a GPU draws from the GPU's own generator: without it a resumed GPU run is not exact.
+        blob["cuda_rng"] = torch.cuda.get_rng_state()
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(out / STATE, buf.getvalue())
@@ -87,6 +90,8 @@ def restore_state(state: dict, model: torch.nn.Module, opt: torch.optim.Optimize
     if sched is not None and state.get("scheduler"):
         sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_rng"])  # this process's GPU (under DDP, rank 0's state for every rank)
     return int(state["epoch"]) + 1
 
 
