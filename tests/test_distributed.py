@@ -23,14 +23,15 @@ def _history(run):
 def test_two_process_ddp_matches_single_process(tmp_path):
     split_dataset(SAMPLE, tmp_path / "split.csv", seed=0, progress=False)
     settings = ["--model", "cnn", "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--augment",
-                "--set", "model_args={dropout=0.0}"]  # dropout masks are per rank, so switch it off to compare exactly
+                "--set", "model_args={dropout=0.0}",  # dropout masks are per rank, so switch it off to compare exactly
+                "--set", "mixup=0.4"]  # blends and partners are drawn for the global batch, then sharded
     cmd = [sys.executable, "-m", "lungxray", "train", "--data", str(SAMPLE), "--split", str(tmp_path / "split.csv"),
            "--out", str(tmp_path / "ddp"), "--nproc", "2", *settings]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("run saved in") == 1  # rank 0 alone reports and writes
     cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 2, "batch_size": 8, "augment": True,
-                             "model_args": {"dropout": 0.0}})
+                             "model_args": {"dropout": 0.0}, "mixup": 0.4})
     single = train(cfg, SAMPLE, tmp_path / "single", tmp_path / "split.csv", progress=False)
     h_ddp, h_single = _history(tmp_path / "ddp"), _history(single)
     assert len(h_ddp) == len(h_single) == 2

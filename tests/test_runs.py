@@ -35,20 +35,29 @@ def test_batches_cover_every_index_once_in_a_seeded_order(tmp_path):
     # The same seed replays the same order (what exact resume needs); epochs differ from each other.
     assert all(np.array_equal(a, b) for a, b in zip(*orders))
     assert not np.array_equal(orders[0][0], orders[0][1])
+    # The order is the one every run so far used (changing it would break resuming runs started earlier).
+    gen = torch.Generator().manual_seed(5 * 100_003 + 1)
+    assert np.array_equal(orders[0][0], indices[torch.randperm(len(indices), generator=gen).numpy()])
     # Batches have the configured size, the last one the remainder.
     loop = _loop(tmp_path, [], [])
     assert [len(b) for b in _one_epoch(next(loop.epochs(1)), indices)] == [4, 4, 4, 4, 4, 1]
 
 
+def _rows(path):
+    return len(list(csv.DictReader(path.open()))) if path.exists() else 0
+
+
 def test_an_epoch_is_recorded_then_written_history_before_state(tmp_path):
     history, saved = [], []
-    loop = _loop(tmp_path, history, saved, epochs=2)
+    # The state stand-in notes how many epochs history.csv holds when the state is written.
+    loop = runs.EpochLoop(tmp_path, 2, seed=5, batch_size=4, history=history, progress=False, resume_hint="x",
+                          save_state=lambda n: saved.append((n, _rows(tmp_path / "history.csv"))))
     for ep in loop.epochs(1):
         _one_epoch(ep, np.arange(8), loss=0.25)
         row = loop.record(ep, {"val_loss": 0.125}, lr=1e-3)
-        assert not (tmp_path / "history.csv").exists() or len(list(csv.DictReader((tmp_path / "history.csv").open()))) == ep.number - 1
+        assert _rows(tmp_path / "history.csv") == ep.number - 1  # recorded, not yet written
         loop.commit(ep, "done")
-        assert saved == list(range(1, ep.number + 1))
+    assert saved == [(1, 1), (2, 2)]  # the state of epoch n is written after history.csv holds epoch n
     assert row["train_loss"] == 0.25 and row["train_acc"] == 0.5 and row["val_loss"] == 0.125
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]

@@ -14,7 +14,8 @@ from lungxray.data.api import split_dataset
 from lungxray.errors import CheckpointError, ConfigError
 from lungxray.evaluate import evaluate_run
 from lungxray.models import list_models
-from lungxray.train import l2_penalty, train
+from lungxray import train as train_module
+from lungxray.train import blended_loss, l2_penalty, train
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "radiography-sample"
 
@@ -267,13 +268,34 @@ def test_mixup_blends_the_loss_and_resumes_exactly(split_csv, tmp_path):
     cfg = _cfg(epochs=2, augment=True, mixup=0.4)
     full = train(cfg, SAMPLE, tmp_path / "full", split_csv, progress=False)
     plain = train(_cfg(epochs=2, augment=True), SAMPLE, tmp_path / "plain", split_csv, progress=False)
-    # Same seed, same batches: only the blending differs, and it changes what the network learns from.
+    # Same seed and data: blending changes what the network learns from.
     assert _history(full)[0]["train_loss"] != _history(plain)[0]["train_loss"]
     assert json.loads((full / "config.json").read_text())["mixup"] == 0.4
     part = train(_cfg(epochs=1, augment=True, mixup=0.4), SAMPLE, tmp_path / "part", split_csv, progress=False)
     resumed = train(cfg, SAMPLE, part, None, resume=True, progress=False)
     key = lambda h: [(r["epoch"], r["train_loss"], r["val_loss"], r["val_acc"]) for r in h]
     assert key(_history(resumed)) == key(_history(full))
+
+
+def test_mixup_trains_on_both_labels_of_each_blend(split_csv, tmp_path, monkeypatch):
+    calls = []
+
+    def fixed_mixup(x, gen, alpha):
+        partner = torch.arange(len(x)).flip(0)
+        return 0.7 * x + 0.3 * x[partner], partner, 0.7
+
+    def spy(logits, y, y2, lam, weights, smoothing):
+        calls.append((y.clone(), y2.clone(), lam))
+        return blended_loss(logits, y, y2, lam, weights, smoothing)
+
+    monkeypatch.setattr(train_module, "mixup", fixed_mixup)
+    monkeypatch.setattr(train_module, "blended_loss", spy)
+    train(_cfg(mixup=0.4), SAMPLE, tmp_path / "r", split_csv, progress=False)
+    assert calls and all(lam == 0.7 and torch.equal(y2, y.flip(0)) for y, y2, lam in calls)
+    logits, y, y2 = torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]), torch.tensor([2, 2, 0, 1, 1])
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(blended_loss(logits, y, y2, 0.7, None, 0.0), 0.7 * ce(logits, y) + 0.3 * ce(logits, y2))
+    assert torch.equal(blended_loss(logits, y, y2, 1.0, None, 0.0), ce(logits, y))
 
 
 def test_negative_mixup_is_refused():

@@ -184,6 +184,8 @@ class EpochLoop:
             write_history(self.out / "history.csv", self.history, self.columns)
             self.save_state(ep.number)
             say(message, self.progress)
+            if self.progress:
+                log.info(message)  # also to the log, for callers who keep one
 
     @contextlib.contextmanager
     def interruptible(self):

@@ -59,6 +59,15 @@ def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum((p.pow(2).sum() for n, p in model.named_parameters() if p.ndim > 1), torch.zeros(()))
 
 
+def blended_loss(logits: torch.Tensor, y: torch.Tensor, y2: torch.Tensor, lam: float, weights: torch.Tensor | None,
+                 label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy against `y`, blended with the one against `y2` by weight `lam` (mixup; lam = 1: plain)."""
+    loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=label_smoothing)
+    if lam < 1.0:
+        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, y2, weight=weights, label_smoothing=label_smoothing)
+    return loss
+
+
 def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     """Inverse-frequency weights from the *training* labels, mean 1."""
     counts = np.bincount(labels, minlength=n).astype(np.float64)
@@ -234,10 +243,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                     x = x.to(device, memory_format=memory)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         logits = net(x)
-                        loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
-                        if lam < 1.0:
-                            loss = lam * loss + (1.0 - lam) * F.cross_entropy(
-                                logits.float(), y2, weight=weights, label_smoothing=cfg.label_smoothing)
+                        loss = blended_loss(logits.float(), y, y2, lam, weights, cfg.label_smoothing)
                     total = loss + cfg.l2 * l2_penalty(model) if cfg.l2 else loss
                     if ctx.enabled:
                         # DDP averages gradients over ranks; weighting by this rank's share makes that the
