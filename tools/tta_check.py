@@ -17,16 +17,16 @@ import torch
 
 from lungxray.checkpoint import load_checkpoint
 from lungxray.data.api import load_split
-from lungxray.data.transforms import apply_affine
+from lungxray.data.transforms import affine_matrices, apply_affine
 from lungxray.inference import iter_batches
 from lungxray.preprocess import LungView
 
 
 def warp(zoom: float = 1.0, shift: float = 0.0, degrees: float = 0.0) -> torch.Tensor:
-    """One 2x3 affine matrix (in affine_grid's normalised coordinates): zoom > 1 enlarges the image."""
-    a = math.radians(degrees)
-    c, s = math.cos(a) / zoom, math.sin(a) / zoom
-    return torch.tensor([[c, -s, shift], [s, c, 0.0]], dtype=torch.float32)
+    """One 2x3 affine matrix, as training's augmentation builds them: zoom > 1 enlarges the image, `shift` moves
+    it sideways in affine_grid's normalised coordinates (the side spans 2)."""
+    one = lambda v: torch.tensor([float(v)])  # noqa: E731
+    return affine_matrices(one(math.radians(degrees)), one(zoom), one(0.0), one(shift), one(0.0), one(1.0))[0]
 
 
 VIEW_SETS = {

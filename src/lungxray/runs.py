@@ -183,9 +183,9 @@ class EpochLoop:
         if self.writer:  # one writer; under DDP every rank holds identical weights after the all-reduced steps
             write_history(self.out / "history.csv", self.history, self.columns)
             self.save_state(ep.number)
-            say(message, self.progress)
             if self.progress:
-                log.info(message)  # also to the log, for callers who keep one
+                tqdm.write(message)
+            log.info(message)  # with progress bars on too, for callers who keep a log
 
     @contextlib.contextmanager
     def interruptible(self):

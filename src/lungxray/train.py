@@ -239,7 +239,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                         x, partner, lam = mixup(x, ep.gen, cfg.mixup)
                         y2 = y[partner]
                     # Augmentation is drawn for the whole global batch on every rank, then each takes its share.
-                    x, y, y2 = ctx.shard(x), ctx.shard(y).to(device), ctx.shard(y2).to(device)
+                    x, y = ctx.shard(x), ctx.shard(y).to(device)
+                    y2 = ctx.shard(y2).to(device) if cfg.mixup else y
                     x = x.to(device, memory_format=memory)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         logits = net(x)

@@ -33,14 +33,20 @@ def random_affine_params(
     sh = uniform() * shear
     tx, ty = uniform() * 2 * shift, uniform() * 2 * shift
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    return affine_matrices(angle, scale, sh, tx, ty, flip)
+
+
+def affine_matrices(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, tx: torch.Tensor,
+                    ty: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) matrices for `F.affine_grid` from per-image rotation (radians), scale (> 1 enlarges), shear,
+    translation (in affine_grid's normalised coordinates, where the side spans 2) and flip (-1 mirrors)."""
     cos, sin = torch.cos(angle), torch.sin(angle)
     # affine_grid maps output to input coordinates, so dividing by the scale zooms in for scale > 1.
     a = (cos / scale) * flip
-    b = (-sin + sh * cos) / scale
+    b = (-sin + shear * cos) / scale
     c = (sin / scale) * flip
-    d = (cos + sh * sin) / scale
-    theta = torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1)], 1)
-    return theta
+    d = (cos + shear * sin) / scale
+    return torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1)], 1)
 
 
 def apply_affine(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
