@@ -69,3 +69,31 @@ def test_pair_check_averages_on_validation_and_counts_shared_test_errors(tmp_pat
     assert out[1].startswith("val b ") and "errors 2 " in out[1]
     assert out[2].startswith("val mean of both") and "errors 0 " in out[2]
     assert out[3] == "test COVID called Normal: 1 and 2, shared 0; all errors 1 and 2, shared 0"
+
+
+def test_pack_lung_view_stores_what_the_model_sees(tmp_path):
+    """--lung-view stores each image as the config's lung-only model sees it before augmentation (JPEG aside)."""
+    import numpy as np
+
+    from lungxray.config import load_config
+    from lungxray.data.api import load_split, split_dataset
+    from lungxray.inference import load_batch
+
+    split = tmp_path / "split.csv"
+    split_dataset(SAMPLE, split, seed=0, progress=False)
+    out = tmp_path / "pack"
+    config = ROOT / "configs" / "lungs-prog.toml"
+    _run(ROOT / "tools/sweep/pack.py", "--data", SAMPLE, "--split", split, "--out", out, "--size", 64,
+         "--quality", 95, "--lung-view", config, cwd=tmp_path)
+    rows = list(csv.DictReader(open(out / "split.csv")))
+    cfg = load_config(config)
+    data = load_split(SAMPLE, split, size=(64, 64), masks=cfg.masks, progress=False)
+    i = int(data.indices("train")[0])
+    expected = load_batch(data, np.array([i]), cfg.masks, view=cfg.lung_view())[0, 0].numpy() * 255
+    with Image.open(out / "data" / data.rows[i].path) as im:
+        packed = np.asarray(im, dtype=np.float64)
+    assert packed.shape == (64, 64)
+    assert np.abs(packed - expected).mean() < 3  # JPEG q95 of the same picture
+    whole = np.asarray(Image.open(SAMPLE / data.rows[i].path).convert("L").resize((64, 64)), dtype=np.float64)
+    assert np.abs(packed - whole).mean() > 10  # not the whole image
+    assert len(rows) == len(data.indices("train")) + len(data.indices("val"))

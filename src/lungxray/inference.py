@@ -26,17 +26,19 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
 
 
 def load_batch(data: SplitData, idx: np.ndarray, masks: str, mask_mode: str = "keep",
-               view: LungView | None = None) -> torch.Tensor:
+               view: LungView | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """(B, 1, H, W) float images in [0, 1] for dataset rows `idx`, lung-masked unless `masks == "none"`.
 
     The mask is applied by `preprocess.lung_view` with `view` (default: a hard mask, no crop); `mask_mode`
     "keep" keeps the lungs, "remove" blacks them out, "flat" removes their texture (the shortcut audit).
+    With `device`, the stored uint8 rows are moved there first and the lung view is computed there (training on a
+    GPU: the CPU only reads the cache).
     """
     prep = data.prepared
-    x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).float().div_(255.0).unsqueeze(1)
+    x = torch.from_numpy(np.asarray(prep.images[prep.image_rows[idx]])).to(device).float().div_(255.0).unsqueeze(1)
     if masks == "none":
         return x
-    m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).float().unsqueeze(1)
+    m = torch.from_numpy(np.asarray(prep.masks[prep.mask_rows[idx]])).to(device).float().unsqueeze(1)
     return lung_view(x, m, view or LungView(), mode=mask_mode)
 
 
@@ -56,8 +58,8 @@ def predict_logits(model: torch.nn.Module, data: SplitData, idx: np.ndarray, mas
     device = next(model.parameters()).device
     out = []
     with bar(total=len(idx), desc=desc, unit="img", enabled=progress) as shown:
-        for chunk, x in iter_batches(data, idx, masks, batch_size, **kw):
-            out.append(model(x.to(device)).float().cpu())
+        for chunk, x in iter_batches(data, idx, masks, batch_size, device=device, **kw):
+            out.append(model(x).float().cpu())
             shown.update(len(chunk))
     if not out:
         return np.zeros((0, len(getattr(model, "classes", ()))), dtype=np.float32)

@@ -74,8 +74,10 @@ def lung_box_theta(mask: torch.Tensor, margin: float) -> torch.Tensor:
     b, _, h, w = mask.shape
     theta = torch.zeros(b, 2, 3, dtype=torch.float32)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    rows = mask.amax(dim=3)[:, 0] > 0  # (B, H)
-    cols = mask.amax(dim=2)[:, 0] > 0  # (B, W)
+    # The box is found on the CPU (one copy of two small tensors when the masks are on a GPU, instead of a
+    # synchronising lookup per image); the matrices stay there and `apply_affine` moves them to the images.
+    rows = (mask.amax(dim=3)[:, 0] > 0).cpu()  # (B, H)
+    cols = (mask.amax(dim=2)[:, 0] > 0).cpu()  # (B, W)
     for i in range(b):
         ys, xs = torch.nonzero(rows[i]).flatten(), torch.nonzero(cols[i]).flatten()
         if len(ys) == 0 or len(xs) == 0:

@@ -50,8 +50,12 @@ def affine_matrices(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tenso
 
 
 def apply_affine(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Warp (N, C, H, W) by per-sample matrices; outside pixels become 0 (black, like a masked background)."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    """Warp (N, C, H, W) by per-sample matrices; outside pixels become 0 (black, like a masked background).
+
+    The matrices may live on the CPU (they are drawn there, from the epoch's generator) while `x` is on a GPU: the
+    warp runs where `x` is.
+    """
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
@@ -77,13 +81,14 @@ def random_intensity(x: torch.Tensor, generator: torch.Generator, strength: floa
     """Random gamma, contrast and brightness per image, for [0, 1] inputs; black (masked) pixels stay black.
 
     Exposure and processing differ between hospitals far more than anatomy does; varying them stops a
-    model from keying on a source's typical brightness.
+    model from keying on a source's typical brightness. The draws come from `generator` (a CPU one) whatever the
+    device of `x`, so a batch augmented on a GPU gets the same draws as on the CPU.
     """
     n = x.shape[0]
     shape = (n,) + (1,) * (x.ndim - 1)
 
     def uniform() -> torch.Tensor:
-        return (torch.rand(n, generator=generator) * 2 - 1).view(shape)
+        return (torch.rand(n, generator=generator) * 2 - 1).view(shape).to(x.device)
 
     gamma = torch.exp(uniform() * strength)
     contrast = 1 + uniform() * strength
