@@ -22,11 +22,12 @@ def test_pack_keeps_train_and_val_only(tmp_path):
         w = csv.writer(f)
         w.writerow(["path", "mask_path", "label", "split", "group"])
         for p, s in zip(covid, ("train", "val", "test")):
-            w.writerow([p.relative_to(SAMPLE).as_posix(), "", "COVID", s, 0])
+            w.writerow([p.relative_to(SAMPLE).as_posix(), "COVID/masks/x.png" if s == "train" else "", "COVID", s, 0])
     out = tmp_path / "pack"
     _run(ROOT / "tools/sweep/pack.py", "--data", SAMPLE, "--split", split, "--out", out, "--size", 40, cwd=tmp_path)
     rows = list(csv.DictReader(open(out / "split.csv")))
     assert [r["split"] for r in rows] == ["train", "val"]
+    assert all(r["mask_path"] == "" for r in rows)  # masks are not packed
     packed = out / "data" / rows[0]["path"]
     with Image.open(packed) as im:  # same .png name, JPEG inside; Pillow reads it by content
         assert im.size == (40, 40) and im.format == "JPEG"

@@ -38,7 +38,9 @@ def main() -> None:
     src, out = Path(args.data), Path(args.out)
     with open(args.split, newline="") as f:
         rows = list(csv.DictReader(f))
-    keep = [r for r in rows if r["split"] in ("train", "val")]
+    # Provided masks are not packed (the sweeps use none or predicted ones): the column is emptied so the machine
+    # does not warn about every missing file.
+    keep = [{**r, "mask_path": ""} for r in rows if r["split"] in ("train", "val")]
     images = _lung_views(src, args.split, args.size, args.lung_view) if args.lung_view else None
     total = 0
     for r in keep:
