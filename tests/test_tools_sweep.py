@@ -51,6 +51,18 @@ def test_summarize_reports_lowest_val_loss(tmp_path):
     assert lines["a"].rstrip().endswith("| 0.2000 | 80.0% |") and lines["b"].rstrip().endswith("| 0.3500 | 80.0% |")
 
 
+def test_summarize_by_arm_averages_best_losses_over_seeds(tmp_path):
+    for name, best in {"x-s0": 0.20, "x-s1": 0.30, "y-s0": 0.10, "y-s1": 0.12, "y-s2": 0.14, "loose": 0.05}.items():
+        with open(tmp_path / f"{name}.history.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
+            w.writerows([[1, 1, 0.5, best + 0.1, 0.8], [2, 1, 0.5, best, 0.8]])
+    table = _run(ROOT / "tools/sweep/summarize.py", tmp_path, "--by-arm", cwd=tmp_path).stdout
+    arms = [line for line in table.split("| arm |", 1)[1].splitlines()[2:] if line]
+    # sorted by mean; y: mean 0.12, sd 0.02, se 0.02/sqrt(3); a run not named ARM-sN is no arm
+    assert arms == ["| y | 3 | 0.1200 | 0.0200 | 0.0115 |", "| x | 2 | 0.2500 | 0.0707 | 0.0500 |"]
+
+
 def test_pair_check_averages_on_validation_and_counts_shared_test_errors(tmp_path):
     classes = ["COVID", "Normal", "Viral Pneumonia"]
     # Three COVID images; A misses the first, B the second and third (all as Normal); averaged, none is missed.
