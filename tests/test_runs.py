@@ -122,3 +122,71 @@ def test_the_gpu_generator_is_saved_and_restored_when_a_gpu_was_used(tmp_path, m
     runs.save_state(tmp_path, model, epoch=3, optimizer=opt.state_dict())
     runs.restore_state(torch.load(tmp_path / runs.STATE, weights_only=True), model, opt)
     assert len(restored) == 1
+
+
+def _rng_with(seed):
+    g = torch.Generator().manual_seed(seed)
+    return g.get_state()
+
+
+def test_each_rank_resumes_from_its_own_generators(tmp_path, caplog):
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mine = [{"torch_rng": _rng_with(10)}, {"torch_rng": _rng_with(11)}]
+    runs.save_state(tmp_path, model, mine, epoch=2, optimizer=opt.state_dict())
+    state = torch.load(tmp_path / runs.STATE, weights_only=True)
+    before = torch.get_rng_state()
+    try:
+        runs.restore_state(state, model, opt, rank=1, world=2)
+        assert torch.equal(torch.get_rng_state(), mine[1]["torch_rng"])
+        runs.restore_state(state, model, opt, rank=0, world=2)
+        assert torch.equal(torch.get_rng_state(), mine[0]["torch_rng"])
+        # Resumed by another number of processes: rank 0's state everywhere, and a warning that says so.
+        with caplog.at_level("WARNING"):
+            runs.restore_state(state, model, opt, rank=0, world=3)
+        assert torch.equal(torch.get_rng_state(), mine[0]["torch_rng"])
+        assert "saved by 2 process(es) and is resumed by 3" in caplog.text
+    finally:
+        torch.set_rng_state(before)
+
+
+def test_commit_hands_every_ranks_generators_to_the_writer(tmp_path):
+    saved = []
+    loop = runs.EpochLoop(tmp_path, 1, seed=5, batch_size=4, history=[], progress=False, resume_hint="`r`",
+                          save_state=lambda epoch, **kw: saved.append((epoch, kw)), ctx=_TwoRanks())
+    ep = next(loop.epochs(1))
+    _one_epoch(ep, np.arange(8))
+    loop.record(ep, {}, lr=1e-3)
+    loop.commit(ep, "done")
+    (epoch, kw), = saved
+    ranks = kw["rank_rng"]
+    assert epoch == 1 and len(ranks) == 2
+    assert torch.equal(ranks[0]["torch_rng"], torch.get_rng_state())
+    assert not torch.equal(ranks[1]["torch_rng"], ranks[0]["torch_rng"])
+
+
+def test_commit_gathers_on_every_rank_but_only_the_writer_saves(tmp_path):
+    """The gather is collective: a rank that skipped it would leave the others waiting forever."""
+    ctx, saved = _TwoRanks(), []
+    loop = runs.EpochLoop(tmp_path, 1, seed=5, batch_size=4, history=[], progress=False, resume_hint="`r`",
+                          save_state=lambda epoch, **kw: saved.append(epoch), writer=False, ctx=ctx)
+    ep = next(loop.epochs(1))
+    _one_epoch(ep, np.arange(8))
+    loop.record(ep, {}, lr=1e-3)
+    loop.commit(ep, "done")
+    assert ctx.gathers == 1 and saved == []
+
+
+class _TwoRanks:
+    """A `DistContext` stand-in for two processes: rank 1's CPU generator differs from this process's."""
+    enabled, world = True, 2
+
+    def __init__(self):
+        self.gathers = 0
+
+    def sum(self, values):
+        return [2 * v for v in values]
+
+    def all_gather(self, t):
+        self.gathers += 1
+        return [t, torch.zeros_like(t)]

@@ -107,6 +107,7 @@ def test_pack_lung_view_stores_what_the_model_sees(tmp_path):
         packed = np.asarray(im, dtype=np.float64)
     assert packed.shape == (64, 64)
     assert np.abs(packed - expected).mean() < 3  # JPEG q95 of the same picture
-    whole = np.asarray(Image.open(SAMPLE / data.rows[i].path).convert("L").resize((64, 64)), dtype=np.float64)
+    with Image.open(SAMPLE / data.rows[i].path) as im:
+        whole = np.asarray(im.convert("L").resize((64, 64)), dtype=np.float64)
     assert np.abs(packed - whole).mean() > 10  # not the whole image
     assert len(rows) == len(data.indices("train")) + len(data.indices("val"))

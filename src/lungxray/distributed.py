@@ -41,6 +41,17 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's copy of `t` (same shape and dtype on all ranks), by rank, on the CPU (a single process gets
+        `[t]` back as it is). NCCL moves tensors through the GPU, so there `t` travels through this process's GPU."""
+        if not self.enabled:
+            return [t]
+        via = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        src = t.to(via)
+        out = [torch.empty_like(src) for _ in range(self.world)]
+        dist.all_gather(out, src)
+        return [o.cpu() for o in out]
+
     def shard(self, items):
         """This rank's interleaved share of a sequence (rank, rank + world, ...)."""
         return items[self.rank :: self.world] if self.enabled else items

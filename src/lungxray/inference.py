@@ -51,7 +51,9 @@ def iter_batches(data: SplitData, idx: np.ndarray, masks: str, batch_size: int, 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, data: SplitData, idx: np.ndarray, masks: str, batch_size: int = 64,
                    progress: bool = False, desc: str = "scoring", **kw) -> np.ndarray:
-    """Logits (N, C) for dataset rows `idx`, in order (with `progress`, a bar counting images)."""
+    """Logits (N, C) for dataset rows `idx`, in order (with `progress`, a bar counting images).
+
+    Each batch is built on the model's device (on a GPU the lung view runs there too)."""
     from .progress import bar
 
     model.eval()

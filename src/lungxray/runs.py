@@ -25,7 +25,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .checkpoint import tensors_digest
 from .errors import ConfigError, TrainingError
 from .progress import bar as progress_bar
 from .utils import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -70,29 +73,68 @@ def write_history(path: Path, rows: list[dict], columns: Sequence[str] | None = 
     atomic_write_text(path, buf.getvalue())
 
 
-def save_state(out: Path, model: torch.nn.Module, **rest) -> None:
-    """Write `out/state.pt`: the weights with their checksum, the torch RNG and `rest` (optimiser, schedule, history,
-    ...), all tensors and plain data so `load_state` reads it with weights_only=True."""
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    blob = {"model": weights, "model_sha256": tensors_digest(weights), "torch_rng": torch.get_rng_state(), **rest}
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's global generators: the CPU's and, once a GPU was used, the GPU's (dropout on a GPU draws from
+    the GPU's own generator: without it a resumed GPU run is not exact)."""
+    state = {"torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        # Dropout on a GPU draws from the GPU's own generator: without it a resumed GPU run is not exact.
-        blob["cuda_rng"] = torch.cuda.get_rng_state()
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_state(out: Path, model: torch.nn.Module, rank_rng: list[dict] | None = None, **rest) -> None:
+    """Write `out/state.pt`: the weights with their checksum, the torch RNG and `rest` (optimiser, schedule, history,
+    ...), all tensors and plain data so `load_state` reads it with weights_only=True.
+
+    `rank_rng` (data-parallel runs): every process's `rng_state()`, by rank. Each process draws its own dropout
+    masks for its share of the batch, so its generators move on differently from rank 0's once shares differ in
+    size; resuming each rank from its own keeps a resumed run identical to an uninterrupted one.
+    """
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {"model": weights, "model_sha256": tensors_digest(weights), **rng_state(), **rest}
+    if rank_rng is not None:
+        blob["rank_rng"] = rank_rng
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(out / STATE, buf.getvalue())
 
 
-def restore_state(state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sched=None) -> int:
-    """Load a `state.pt` into the model, optimiser, schedule and torch's RNG; returns the epoch to run next."""
+def restore_state(state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sched=None, rank: int = 0,
+                  world: int = 1) -> int:
+    """Load a `state.pt` into the model, optimiser, schedule and torch's RNG; returns the epoch to run next.
+
+    Process `rank` of `world` takes its own saved generators when the run was saved by as many processes; resumed
+    by a different number, every process takes rank 0's (the run continues, its dropout draws are new ones).
+    """
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if sched is not None and state.get("scheduler"):
         sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda_rng"])  # this process's GPU (under DDP, rank 0's state for every rank)
+    rng, ranks = state, state.get("rank_rng")
+    if ranks and len(ranks) == world:
+        rng = ranks[rank]
+    elif ranks and rank == 0:
+        log.warning("state.pt was saved by %d processes and is resumed by %d: every process starts from rank 0's "
+                    "random state, so dropout draws differ from an uninterrupted run", len(ranks), world)
+    elif world > 1 and int(state.get("epoch", 0)) > 0 and rank == 0:
+        # Epoch 0 is written before any draw, when every rank's generators still equal rank 0's.
+        log.warning("state.pt was saved without per-process random states (by one process, or by an older "
+                    "lungxray): every process starts from rank 0's, so dropout draws differ from an "
+                    "uninterrupted run")
+    torch.set_rng_state(rng["torch_rng"])
+    if rng.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda_rng"])
     return int(state["epoch"]) + 1
+
+
+def gather_rng(ctx: "DistContext") -> list[dict[str, torch.Tensor]]:
+    """Every rank's `rng_state()`, by rank (a collective call: all ranks of `ctx` must make it)."""
+    mine = rng_state()
+    # Every rank must make the same gathers: the GPU's generator is kept only if every rank has used a GPU.
+    if ctx.sum([float("cuda_rng" in mine)])[0] < ctx.world:
+        mine.pop("cuda_rng", None)
+    gathered = {key: ctx.all_gather(value) for key, value in sorted(mine.items())}
+    return [{key: values[r] for key, values in gathered.items()} for r in range(ctx.world)]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -140,11 +182,13 @@ class EpochLoop:
     """The epoch loop shared by `lungxray train` and `lungxray segment train` (see the module docstring)."""
 
     def __init__(self, out: Path, epochs: int, seed: int, batch_size: int, history: list[dict],
-                 save_state: Callable[[int], None], progress: bool, resume_hint: str,
-                 columns: Sequence[str] | None = None, writer: bool = True) -> None:
+                 save_state: Callable[..., None], progress: bool, resume_hint: str,
+                 columns: Sequence[str] | None = None, writer: bool = True, ctx: "DistContext | None" = None) -> None:
+        """`save_state(epoch)` writes the resumable state; with `ctx` (a `distributed.DistContext` of several
+        processes) it is called as `save_state(epoch, rank_rng=...)` with every rank's generators."""
         self.out, self.epochs_total, self.seed, self.batch_size = out, epochs, seed, batch_size
         self.history, self.save_state, self.progress, self.resume_hint = history, save_state, progress, resume_hint
-        self.columns, self.writer = columns, writer
+        self.columns, self.writer, self.ctx = columns, writer, ctx
         self.current = 0
 
     def epochs(self, start: int) -> Iterator[Epoch]:
@@ -179,10 +223,16 @@ class EpochLoop:
 
     def commit(self, ep: Epoch, message: str) -> None:
         """Write history.csv, then the resumable state (last: it names the epoch complete only once everything the
-        epoch wrote is in place), then show `message`."""
+        epoch wrote is in place), then show `message`. Under DDP this is a collective call: every rank makes it
+        every epoch (each hands over its generators), and rank 0 alone writes."""
+        # Collective: every rank hands its generators over before the one writer saves them.
+        rank_rng = gather_rng(self.ctx) if self.ctx is not None and self.ctx.enabled else None
         if self.writer:  # one writer; under DDP every rank holds identical weights after the all-reduced steps
             write_history(self.out / "history.csv", self.history, self.columns)
-            self.save_state(ep.number)
+            if rank_rng is None:
+                self.save_state(ep.number)
+            else:
+                self.save_state(ep.number, rank_rng=rank_rng)
             if self.progress:
                 tqdm.write(message)
             log.info(message)  # with progress bars on too, for callers who keep a log

@@ -172,7 +172,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     start_epoch, best_loss, bad_epochs = 1, float("inf"), 0
     ema = _ema_model(model, cfg.ema) if cfg.ema else None
     if state is not None:
-        start_epoch = runs.restore_state(state, model, opt, sched)
+        start_epoch = runs.restore_state(state, model, opt, sched, rank=ctx.rank, world=ctx.world)
         if ema is not None:
             if "ema" not in state:
                 raise ConfigError(f"{out}/state.pt holds no weight average, but the run's config has ema = {cfg.ema}")
@@ -200,8 +200,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         },
     }
 
-    def save_state(epoch: int) -> None:
-        runs.save_state(out, model, epoch=epoch, **({"ema": ema.state_dict()} if ema is not None else {}),
+    def save_state(epoch: int, rank_rng: list[dict] | None = None) -> None:
+        runs.save_state(out, model, rank_rng=rank_rng, epoch=epoch, **({"ema": ema.state_dict()} if ema is not None else {}),
                         data_fingerprint=split.fingerprint, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict() if sched is not None else {}, history=history,
                         best_val_loss=best_loss, bad_epochs=bad_epochs, config=cfg.to_dict(), pretrained=pretrained,
@@ -211,7 +211,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
     loop = runs.EpochLoop(out, cfg.epochs, cfg.seed, cfg.batch_size, history, save_state, progress,
                           f"`lungxray train --resume --out {out}` (Python: train(..., resume=True))",
-                          columns=HISTORY_COLUMNS, writer=ctx.is_main)
+                          columns=HISTORY_COLUMNS, writer=ctx.is_main, ctx=ctx)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # On a GPU the lung view, augmentation and resizing run there: the CPU only reads cached rows. The random draws
     # still come from the epoch's CPU generator, so a run draws the same augmentation on either device.

@@ -11,12 +11,16 @@
 #   wd       the shipped recipe with weight decay 0.10 instead of 0.05
 # First the CUDA tests (tests/test_device_path.py), then the 12 runs at once (16 CPU cores, one GPU).
 # ROUND=2: no tests; seeds 3-5 of prog and wd, and seeds 0-2 of lr2 (lr 2e-3) and lr5 (lr 5e-3).
+set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 LUNGXRAY_CACHE=/tmp/cache
 T=/tmp/work; mkdir -p $T/runs $T/logs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $T/logs/gpu.txt
 t0=$(date +%s)
-[ "${ROUND:-1}" = 1 ] && timeout ${TEST_LIMIT:-90} python3 -m pytest -q -p no:cacheprovider tests/test_device_path.py 2>&1 | tail -3 | tee $T/logs/cuda-tests.txt
+if [ "${ROUND:-1}" = 1 ]; then  # the CUDA path must work before anything is ranked on it
+  timeout ${TEST_LIMIT:-90} python3 -m pytest -q -p no:cacheprovider tests/test_device_path.py 2>&1 | tail -3 \
+    | tee $T/logs/cuda-tests.txt || { echo "CUDA tests failed: nothing ranked"; exit 1; }
+fi
 echo "cuda tests in $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 python3 -c "from lungxray.data.api import load_split; load_split('.gpupack/data', '.gpupack/split.csv', size=(224, 224), progress=False)"

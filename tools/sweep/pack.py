@@ -20,6 +20,7 @@ import argparse
 import csv
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +43,11 @@ def main() -> None:
     # does not warn about every missing file.
     keep = [{**r, "mask_path": ""} for r in rows if r["split"] in ("train", "val")]
     images = _lung_views(src, args.split, args.size, args.lung_view) if args.lung_view else None
+    if images is not None:  # images lungxray could not read are left out of the pack and its split, and counted
+        unread = [r["path"] for r in keep if r["path"] not in images]
+        keep = [r for r in keep if r["path"] in images]
+        if unread:
+            print(f"left out {len(unread)} unreadable image(s), e.g. {unread[0]}")
     total = 0
     for r in keep:
         dst = out / "data" / r["path"]
@@ -60,17 +66,16 @@ def main() -> None:
     print(f"{len(keep)} {kind} ({args.size} px, JPEG q{args.quality}, {total / 2**20:.1f} MiB) in {out / 'data'}")
 
 
-def _lung_views(src: Path, split_csv: str, size: int, config: str) -> dict[str, object]:
+def _lung_views(src: Path, split_csv: str, size: int, config: str) -> dict[str, "np.ndarray"]:
     """{relative path: (size, size) uint8 lung view} for the train and validation images, by lungxray's own code."""
-    import numpy as np
-
     from lungxray.config import load_config
     from lungxray.data import load_split
-    from lungxray.inference import iter_batches
+    from lungxray.inference import check_masks, iter_batches
 
     cfg = load_config(config)
     split = load_split(src, split_csv, cfg.classes, (size, size), masks=cfg.masks)
     idx = np.concatenate([split.indices("train"), split.indices("val")])
+    check_masks(split, idx, cfg.masks)  # as training does: a missing provided mask is an error, not another's mask
     views = {}
     for chunk, x in iter_batches(split, idx, cfg.masks, 64, view=cfg.lung_view()):
         for i, img in zip(chunk, x[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy()):
