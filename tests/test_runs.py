@@ -145,7 +145,7 @@ def test_each_rank_resumes_from_its_own_generators(tmp_path, caplog):
         with caplog.at_level("WARNING"):
             runs.restore_state(state, model, opt, rank=0, world=3)
         assert torch.equal(torch.get_rng_state(), mine[0]["torch_rng"])
-        assert "saved by 2 process(es) and is resumed by 3" in caplog.text
+        assert "saved by 2 processes and is resumed by 3" in caplog.text
     finally:
         torch.set_rng_state(before)
 

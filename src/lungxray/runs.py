@@ -113,9 +113,11 @@ def restore_state(state: dict, model: torch.nn.Module, opt: torch.optim.Optimize
     rng, ranks = state, state.get("rank_rng")
     if ranks and len(ranks) == world:
         rng = ranks[rank]
-    elif ranks and rank == 0:
-        log.warning("state.pt was saved by %d processes and is resumed by %d: every process starts from rank 0's "
-                    "random state, so dropout draws differ from an uninterrupted run", len(ranks), world)
+    elif ranks:
+        rng = ranks[0]
+        if rank == 0:
+            log.warning("state.pt was saved by %d processes and is resumed by %d: every process starts from rank "
+                        "0's random state, so dropout draws differ from an uninterrupted run", len(ranks), world)
     elif world > 1 and int(state.get("epoch", 0)) > 0 and rank == 0:
         # Epoch 0 is written before any draw, when every rank's generators still equal rank 0's.
         log.warning("state.pt was saved without per-process random states (by one process, or by an older "
