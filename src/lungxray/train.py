@@ -213,9 +213,6 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                           f"`lungxray train --resume --out {out}` (Python: train(..., resume=True))",
                           columns=HISTORY_COLUMNS, writer=ctx.is_main, ctx=ctx)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    # On a GPU the lung view, augmentation and resizing run there: the CPU only reads cached rows. The random draws
-    # still come from the epoch's CPU generator, so a run draws the same augmentation on either device.
-    aug_device = device if device.type == "cuda" else None
     try:
         with loop.interruptible():
             for ep in loop.epochs(start_epoch):
@@ -228,7 +225,9 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 for idx in ep.batches(train_idx):
                     if len(idx) < ctx.world:
                         continue  # a tail too short to give every rank an image
-                    x = load_batch(split, idx, cfg.masks, view=view, device=aug_device)
+                    # Built on the training device (on a GPU the lung view, augmentation and resizing run there); the
+                    # draws still come from the epoch's CPU generator, so either device draws the same augmentation.
+                    x = load_batch(split, idx, cfg.masks, view=view, device=device)
                     y = torch.from_numpy(labels[idx])
                     if cfg.augment:
                         x = random_affine(x, ep.gen, rotate=cfg.aug_rotate, shift=cfg.aug_shift, zoom=cfg.aug_zoom,
