@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv wheel clean
+.PHONY: demo test venv wheel clean train-default
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: $(STAMP)
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation --quiet -w dist .
 	@ls dist/lungxray-*.whl
+
+# The shipped classifier's recipe, both steps (docs/RESULTS.md): a lung U-Net pretrained on the Viral Pneumonia
+# masks of the split's training images only, then the lung-only classifier started from its encoder.
+DATA ?= ../shared/data/covid19-radiography
+SPLIT ?= configs/splits/covid19-radiography-v2-seed0.csv
+train-default: $(STAMP)
+	$(VENV)/bin/lungxray segment train --holdout-data "$(DATA)/Viral Pneumonia" --holdout-frac 0.2 \
+	    --exclude-split $(SPLIT) --epochs 20 --out runs/lung-unet-pretrain
+	$(VENV)/bin/lungxray train --data $(DATA) --split $(SPLIT) --config configs/lungs-enc.toml --out runs/lungs-enc
 
 clean:
 	rm -rf $(VENV) runs test_results .pytest_cache build dist

@@ -74,7 +74,7 @@ class TrainConfig:
     same time."""
     low_res_epochs: int = 0
     pretrained: str = ""
-    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet" ("" = random)."""
+    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet", or "segmenter" (the shipped lung U-Net, for model lungenc; "" = random)."""
     calibrate: bool = True
     """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0

@@ -135,3 +135,40 @@ def test_cli_names_a_missing_pretrained_file_without_a_traceback(tmp_path):
                                        "--pretrained", str(tmp_path / "nope.safetensors")])
     assert result.exit_code != 0
     assert "nope.safetensors: no such file" in result.output and "Traceback" not in result.output
+
+
+def _unet_levels(unet) -> list[torch.nn.Module]:
+    """The shipped U-Net's encoder units, deepest last, found by walking its nested skip connections."""
+    levels, level = [], unet.net.model
+    while isinstance(level, torch.nn.Sequential) and len(level) == 3:
+        levels.append(level[0])
+        level = level[1].submodule
+    return levels + [level]
+
+
+def test_segmenter_weights_start_lungenc_with_the_unet_encoder_and_a_fresh_head():
+    from lungxray.segment.inference import default_segmenter_path
+    from lungxray.segment.model import load_segmenter
+
+    torch.manual_seed(0)
+    model = create_model("lungenc", input_size=64)
+    head = model.body.head[3].weight.clone()
+    report = load_pretrained(model, "segmenter")
+    assert report["file"] == "lung-unet.safetensors"
+    assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]  # the decoder is not asked for, the head is new
+    assert torch.equal(model.body.head[3].weight, head)
+    unet, _ = load_segmenter(default_segmenter_path())
+    unet.eval(), model.eval()
+    levels = _unet_levels(unet)
+    assert len(levels) == len(model.body.encoder) == 5
+    x = (torch.rand(2, 1, 64, 64) - 0.5) / 0.25
+    ours, theirs = x, x
+    with torch.no_grad():
+        for k in range(5):  # every level computes what the U-Net's does, in order
+            ours, theirs = model.body.encoder[k](ours), levels[k](theirs)
+            assert torch.allclose(ours, theirs, atol=1e-5), f"encoder level {k} differs from the U-Net's"
+
+
+def test_segmenter_weights_do_not_fit_another_architecture():
+    with pytest.raises(ConfigError, match="none of its"):
+        load_pretrained(create_model("xrnet", input_size=64), "segmenter")

@@ -148,3 +148,22 @@ def test_segment_train_resumes_after_kill_9_exactly(tmp_path):
 def test_segment_resume_needs_a_run(tmp_path):
     with pytest.raises(ConfigError, match="nothing to resume"):
         train_segmenter(_tiny(), [], tmp_path / "none", holdout_data=[VP], progress=False, resume=True)
+
+
+def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_path):
+    names = sorted(p.name for p in (VP / "images").iterdir())
+    held = names[:3]  # this classifier validates or tests on three of the sample's pairs
+    manifest = tmp_path / "split.csv"
+    lines = ["path,mask_path,label,split,group"]
+    for k, name in enumerate(names):
+        split = "val" if name == held[0] else "test" if name in held[1:] else "train"
+        lines.append(f"Viral Pneumonia/images/{name},,Viral Pneumonia,{split},{k}")
+    manifest.write_text("\n".join(lines) + "\n")
+    run = train_segmenter(_tiny(exclude_split=str(manifest), holdout_frac=0.0), [VP], tmp_path / "run", progress=False)
+    meta = json.loads((run / "best.json").read_text())["training"]
+    assert meta["train_pairs"] == len(names) - 3
+    assert meta["excluded_by_split"] == {"manifest": "split.csv", "pairs": {"radiography-sample/Viral Pneumonia": 3}}
+    everything = tmp_path / "all.csv"
+    everything.write_text("\n".join(lines[:1] + [ln.replace(",train,", ",test,") for ln in lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match="every pair is in the validation or test split"):
+        train_segmenter(_tiny(exclude_split=str(everything)), [VP], tmp_path / "none", progress=False)

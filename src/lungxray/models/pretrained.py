@@ -1,11 +1,14 @@
 """Start training from pretrained weights instead of random ones (`lungxray train --pretrained SOURCE`).
 
-SOURCE is either a local file or folder, or `imagenet`:
+SOURCE is either a local file or folder, `imagenet`, or `segmenter`:
 
 - a lungxray run folder or `.safetensors` checkpoint (e.g. a model trained on more data or more classes:
   the backbone carries over, a head of another shape is left freshly initialised);
 - a weights-only PyTorch state dict (`.pt`, `.pth`, `.bin`), read with `torch.load(weights_only=True)`, so a
   file cannot run code when it is opened;
+- `segmenter`: the shipped lung U-Net (`weights/lung-unet.safetensors`), for `lungenc`, whose encoder has the
+  U-Net's layout: the U-Net's nested encoder names (`net.model.1.submodule.0.conv...`) become `encoder.K...`
+  and its decoder is left out. Available offline; the U-Net never saw a class label;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
   MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
 
@@ -36,6 +39,9 @@ IMAGENET_URLS = {
     "densenet121": "https://download.pytorch.org/models/densenet121-a639ec97.pth",
 }
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+# The lung U-Net's encoder (segment/unet.py, MONAI's layout): level K's down unit sits under K nested
+# "1.submodule." hops, then "0." (the bottleneck, the deepest level, has no "0."); "2." is a decoder unit.
+_UNET_LEVEL = re.compile(r"^net\.model\.((?:1\.submodule\.)*)(0\.|(?=conv\.|residual\.))(.*)$")
 # torchvision's (old) DenseNet names "denselayer1.norm.1.weight" / current "denselayer1.norm1.weight"
 # -> MONAI's "denselayer1.layers.norm1.weight".
 _DENSE_LAYER = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
@@ -48,7 +54,14 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
     names left at their initial values.
     """
     source = str(source)
-    path = _download_imagenet(model.name, cache_dir) if source.lower() == "imagenet" else _local_file(source)
+    if source.lower() == "imagenet":
+        path = _download_imagenet(model.name, cache_dir)
+    elif source.lower() == "segmenter":
+        from ..segment.inference import default_segmenter_path
+
+        path = default_segmenter_path()
+    else:
+        path = _local_file(source)
     state = _normalise_names(_read_state(path))
     target = model.body.state_dict()
     matched: dict[str, torch.Tensor] = {}
@@ -119,6 +132,11 @@ def _normalise_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for prefix in ("module.", "body."):
             if name.startswith(prefix):
                 name = name[len(prefix):]
+        u = _UNET_LEVEL.match(name)
+        if u:
+            name = f"encoder.{u.group(1).count('submodule')}.{u.group(3)}"
+        elif name.startswith("net.model."):
+            continue  # a U-Net decoder tensor: nothing in a classifier takes it
         m = _DENSE_LAYER.match(name)
         if m:
             name = f"{m.group(1)}.layers.{m.group(2)}{m.group(3)}.{m.group(4)}"

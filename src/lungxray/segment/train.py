@@ -69,6 +69,10 @@ class SegTrainConfig:
     threads: int = 0
     max_pairs: int | None = None
     """Use at most this many pairs per source (first by name; for quick trials)."""
+    exclude_split: str = ""
+    """A classifier's split manifest: leave out every pair whose image it puts in `val` or `test` (matched by the
+    manifest's dataset-relative path), so a U-Net that starts that classifier (`pretrained = "PATH"`) has never seen
+    its validation or test images. "" = use every pair."""
 
     def validate(self) -> "SegTrainConfig":
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
@@ -96,9 +100,31 @@ def source_name(path: str | Path) -> str:
     return "/".join(parts[-2:])
 
 
-def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool) -> PairSet:
+def held_out_paths(manifest: str | Path) -> set[str]:
+    """Dataset-relative paths (posix) of the images a classifier split manifest puts in `val` or `test`."""
+    from ..data.split import read_manifest
+
+    return {r.path for r in read_manifest(manifest) if r.split in ("val", "test")}
+
+
+def _held_out(pair, held: set[str]) -> bool:
+    """Whether `pair`'s image is one of `held` (a path relative to some dataset root that its own path ends with)."""
+    parts = Path(pair.image).resolve().parts
+    return any("/".join(parts[-k:]) in held for k in range(1, min(len(parts), 6) + 1))
+
+
+def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool,
+                 excluded: dict[str, int] | None = None) -> PairSet:
     name = source_name(path)
     pairs = find_pairs(path, name)
+    if cfg.exclude_split:
+        held = held_out_paths(cfg.exclude_split)
+        kept = [p for p in pairs if not _held_out(p, held)]
+        if excluded is not None:
+            excluded[name] = len(pairs) - len(kept)
+        if not kept:
+            raise ConfigError(f"{path}: every pair is in the validation or test split of {cfg.exclude_split}")
+        pairs = kept
     if cfg.max_pairs:
         pairs = pairs[: cfg.max_pairs]
     return load_pairs(pairs, size, progress, desc=f"reading {name}")
@@ -199,12 +225,13 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
     t_start = time.perf_counter()
 
     # Data: all decoded once into memory.
-    train_sets = [_load_source(d, size, cfg, progress) for d in data]
+    excluded: dict[str, int] = {}  # pairs left out per training source because a classifier validates or tests on them
+    train_sets = [_load_source(d, size, cfg, progress, excluded) for d in data]
     train_hashes = np.concatenate([s.hashes for s in train_sets]) if train_sets else np.zeros((0, 4), np.uint64)
     val_sets: dict[str, PairSet] = {}
     heldout_meta: dict[str, dict] = {}
     for d in holdout_data:
-        full = _load_source(d, size, cfg, progress)
+        full = _load_source(d, size, cfg, progress, excluded)
         tr, held = holdout_split(full, cfg.holdout_frac, cfg.split_seed, others=train_hashes)
         train_sets.append(full.subset(tr))
         name = f"{source_name(d)} (held out)"
@@ -234,6 +261,7 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         "train_pairs": len(train_set),
         "validation_sources": {k: len(v) for k, v in val_sets.items()},
         "heldout": heldout_meta,
+        **({"excluded_by_split": {"manifest": Path(cfg.exclude_split).name, "pairs": excluded}} if cfg.exclude_split else {}),
         "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
         "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
     }
