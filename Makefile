@@ -35,7 +35,7 @@ DATA ?= ../shared/data/covid19-radiography
 SPLIT ?= configs/splits/covid19-radiography-v2-seed0.csv
 train-default: $(STAMP)
 	$(VENV)/bin/lungxray segment train --holdout-data "$(DATA)/Viral Pneumonia" --holdout-frac 0.2 \
-	    --exclude-split $(SPLIT) --epochs 20 --out runs/lung-unet-pretrain
+	    --exclude-split $(SPLIT) --epochs 10 --out runs/lung-unet-pretrain
 	$(VENV)/bin/lungxray train --data $(DATA) --split $(SPLIT) --config configs/lungs-enc.toml --out runs/lungs-enc
 
 clean:
