@@ -163,6 +163,16 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
     meta = json.loads((run / "best.json").read_text())["training"]
     assert meta["train_pairs"] == len(names) - 3
     assert meta["excluded_by_split"] == {"manifest": "split.csv", "pairs": {"radiography-sample/Viral Pneumonia": 3}}
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    res = CliRunner().invoke(main, ["segment", "train", "--data", str(VP), "--exclude-split", str(manifest),
+                                    "--holdout-frac", "0", "--image-size", "32", "--channels", "4,8,16",
+                                    "--num-res-units", "1", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    cli_meta = json.loads((tmp_path / "cli" / "best.json").read_text())["training"]
+    assert cli_meta["train_pairs"] == len(names) - 3 and cli_meta["excluded_by_split"]["manifest"] == "split.csv"
     everything = tmp_path / "all.csv"
     everything.write_text("\n".join(lines[:1] + [ln.replace(",train,", ",test,") for ln in lines[1:]]) + "\n")
     with pytest.raises(ConfigError, match="every pair is in the validation or test split"):
