@@ -41,10 +41,12 @@ def test_counts_shared_and_single_errors_and_averages_probabilities(tmp_path, ca
     assert "0: 1  1: 2  2: 1" in out and "img1.png  Normal -> COVID  wrong in 2" in out and "img2.png" not in out
 
 
-def test_runs_scored_on_other_images_or_not_evaluated_are_refused(tmp_path):
+def test_runs_scored_on_other_images_or_not_evaluated_are_refused(tmp_path, capsys):
     a = _run(tmp_path / "a", ["COVID"], [[0.9, 0.05, 0.05]])
     b = _run(tmp_path / "b", ["Normal"], [[0.9, 0.05, 0.05]])
-    with pytest.raises(SystemExit, match="other images or classes"):
+    with pytest.raises(ValueError, match="other images or classes"):
         agreement.agreement([a, b])
-    with pytest.raises(SystemExit, match="lungxray evaluate"):
+    with pytest.raises(FileNotFoundError, match="lungxray evaluate"):
         agreement.agreement([a, tmp_path / "never"])
+    assert agreement.main([str(a), str(b)]) == 2  # a clear line, not a traceback
+    assert capsys.readouterr().err.startswith("error: ")

@@ -24,7 +24,7 @@ def read_predictions(run: str | Path, split: str) -> tuple[list[str], list[str],
     """(paths, labels, class names, probabilities (N, C)) from RUN/eval-SPLIT/predictions.csv, sorted by path."""
     path = Path(run) / f"eval-{split}" / "predictions.csv"
     if not path.is_file():
-        raise SystemExit(f"error: {path} not found; run `lungxray evaluate {run} --split {split}` first")
+        raise FileNotFoundError(f"{path} not found; run `lungxray evaluate {run} --split {split}` first")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fixed = {"path", "label", "prediction", "probability"}
@@ -42,8 +42,11 @@ def agreement(runs: list[str | Path], split: str = "val") -> dict:
     for run in runs[1:]:
         p, lab, cls, pr = read_predictions(run, split)
         if p != paths or lab != labels or cls != classes:
-            raise SystemExit(f"error: {run} was evaluated on other images or classes than {runs[0]}")
+            raise ValueError(f"{run} was evaluated on other images or classes than {runs[0]}")
         probs.append(pr)
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise ValueError(f"{runs[0]}: labels {unknown} have no probability column")
     y = np.array([classes.index(lab) for lab in labels])
     stack = np.stack(probs)  # (runs, N, C)
     wrong = stack.argmax(2) != y[None]
@@ -65,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.runs) < 2:
         ap.error("give at least two runs")
-    r = agreement(args.runs, args.split)
+    try:
+        r = agreement(args.runs, args.split)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     n_runs, n = len(args.runs), len(r["paths"])
     for run, acc in zip(args.runs, r["run_accuracy"]):
         print(f"{Path(run).name:28s} accuracy {acc:.4f}")

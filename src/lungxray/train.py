@@ -150,9 +150,11 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         model = create_model(cfg.model, input_size=size, classes=split.classes, **cfg.model_args)
         pretrained = None
         if cfg.pretrained and state is None:  # on --resume the saved state holds the weights
-            from .models.pretrained import load_pretrained
+            from .data.split import manifest_fingerprint
+            from .models.pretrained import check_split, load_pretrained
 
             pretrained = load_pretrained(model, cfg.pretrained, cache_dir)
+            check_split(pretrained, manifest_fingerprint(split.rows))
         model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -172,3 +172,41 @@ def test_segmenter_weights_start_lungenc_with_the_unet_encoder_and_a_fresh_head(
 def test_segmenter_weights_do_not_fit_another_architecture():
     with pytest.raises(ConfigError, match="none of its"):
         load_pretrained(create_model("xrnet", input_size=64), "segmenter")
+    # A narrower lungenc shares only shape-(1,) PReLU weights with the shipped U-Net: refused, not a near-random start.
+    with pytest.raises(ConfigError, match="lung U-Net of another shape"):
+        load_pretrained(create_model("lungenc", input_size=64, channels=[8, 16, 32, 64, 128]), "segmenter")
+
+
+def _manifest(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    lines = ["path,mask_path,label,split,group"] + [f"{p},,{label},{split},{k}" for k, (p, label, split) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_segment_run_that_left_out_the_split_starts_lungenc_and_another_split_is_warned_about(tmp_path, caplog):
+    from lungxray.data.split import manifest_fingerprint, read_manifest
+    from lungxray.models.pretrained import check_split
+    from lungxray.segment import SegTrainConfig, train_segmenter
+
+    vp = SAMPLE / "Viral Pneumonia"
+    names = sorted(p.name for p in (vp / "images").iterdir())
+    split = _manifest(tmp_path / "split.csv", [(f"Viral Pneumonia/images/{n}", "Viral Pneumonia", "test" if k < 2 else "train")
+                                              for k, n in enumerate(names)])
+    cfg = SegTrainConfig.from_dict({"image_size": 32, "channels": [4, 8, 16], "num_res_units": 1, "epochs": 1,
+                                    "batch_size": 4, "holdout_frac": 0.0, "exclude_split": str(split), "amp": False})
+    run = train_segmenter(cfg, [vp], tmp_path / "unet", progress=False)
+    model = create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1)
+    report = load_pretrained(model, run)
+    assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]
+    assert report["segmenter_split"]["fingerprint"] == manifest_fingerprint(read_manifest(split))
+    caplog.clear()
+    ours = lambda: [r.getMessage() for r in caplog.records if r.name == "lungxray.models.pretrained"]  # noqa: E731
+    with caplog.at_level("WARNING", logger="lungxray.models.pretrained"):
+        check_split(report, manifest_fingerprint(read_manifest(split)))
+        assert not ours()  # the same split: nothing to say
+        other = _manifest(tmp_path / "other.csv", [(f"Viral Pneumonia/images/{names[0]}", "Viral Pneumonia", "train")])
+        check_split(report, manifest_fingerprint(read_manifest(other)))
+        check_split(load_pretrained(create_model("lungenc", input_size=64), "segmenter"), "any")
+    messages = ours()
+    assert len(messages) == 2
+    assert "another split (split.csv)" in messages[0] and "without --exclude-split" in messages[1]

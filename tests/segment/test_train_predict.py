@@ -162,7 +162,14 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
     run = train_segmenter(_tiny(exclude_split=str(manifest), holdout_frac=0.0), [VP], tmp_path / "run", progress=False)
     meta = json.loads((run / "best.json").read_text())["training"]
     assert meta["train_pairs"] == len(names) - 3
-    assert meta["excluded_by_split"] == {"manifest": "split.csv", "pairs": {"radiography-sample/Viral Pneumonia": 3}}
+    assert meta["excluded_by_split"]["pairs"] == {"radiography-sample/Viral Pneumonia": 3}
+    assert meta["excluded_by_split"]["manifest"] == "split.csv" and len(meta["excluded_by_split"]["fingerprint"]) == 16
+    from lungxray.segment.data import find_pairs
+    from lungxray.segment.train import _load_source
+
+    kept = _load_source(VP, (32, 32), _tiny(exclude_split=str(manifest)), progress=False).pairs
+    assert sorted(Path(p.image).name for p in kept) == names[3:]  # exactly the held names are gone
+    assert len(find_pairs(VP)) == len(names)
     from click.testing import CliRunner
 
     from lungxray.cli import main
@@ -175,5 +182,7 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
     assert cli_meta["train_pairs"] == len(names) - 3 and cli_meta["excluded_by_split"]["manifest"] == "split.csv"
     everything = tmp_path / "all.csv"
     everything.write_text("\n".join(lines[:1] + [ln.replace(",train,", ",test,") for ln in lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match="no such split manifest"):
+        _tiny(exclude_split=str(tmp_path / "missing.csv"))
     with pytest.raises(ConfigError, match="every pair is in the validation or test split"):
         train_segmenter(_tiny(exclude_split=str(everything)), [VP], tmp_path / "none", progress=False)

@@ -1,10 +1,12 @@
 """LungEnc: the lung U-Net's encoder with a classification head, so training can start from segmentation weights.
 
 Why: no ImageNet or chest X-ray weights can be downloaded where lungxray is trained, and the only pretrained
-network on hand is the shipped lung U-Net (trained to outline lungs, never shown a class label). Its encoder
-levels are laid out exactly as `segment/unet.py` lays them out (MONAI's residual units, batch norm), so
-`pretrained = "segmenter"` copies them in by name (`models/pretrained.py` maps the U-Net's nested names to
-`encoder.K`). The head is global average pooling, dropout and one linear layer, as in XRNet.
+networks on hand are lung U-Nets (trained to outline lungs, never shown a class label). The encoder levels are
+laid out exactly as `segment/unet.py` lays them out (MONAI's residual units, batch norm), so `pretrained = RUN`
+(a `segment train` run) or `"segmenter"` (the shipped U-Net) copies them in by name (`models/pretrained.py` maps
+the U-Net's nested names to `encoder.K`). The shipped default starts from a U-Net trained with `--exclude-split`,
+which kept it away from the classifier's validation and test images (see `check_split`). The head is global
+average pooling, dropout and one linear layer, as in XRNet.
 """
 
 from __future__ import annotations
@@ -34,5 +36,5 @@ class LungEnc(nn.Module):
 
 @register_model("lungenc", input_size=(224, 224), cam_layer="body.encoder.4")
 def lungenc(num_classes: int, input_size: tuple[int, int], **kwargs) -> nn.Module:
-    """The lung U-Net's encoder (16-32-64-128-256, residual units) with a linear head; pretrained = "segmenter" starts it from the shipped U-Net."""
+    """The lung U-Net's encoder (16-32-64-128-256, residual units) with a linear head, to start from a lung U-Net's weights."""
     return LungEnc(num_classes, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})

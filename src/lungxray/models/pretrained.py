@@ -8,7 +8,10 @@ SOURCE is either a local file or folder, `imagenet`, or `segmenter`:
   file cannot run code when it is opened;
 - `segmenter`: the shipped lung U-Net (`weights/lung-unet.safetensors`), for `lungenc`, whose encoder has the
   U-Net's layout: the U-Net's nested encoder names (`net.model.1.submodule.0.conv...`) become `encoder.K...`
-  and its decoder is left out. Available offline; the U-Net never saw a class label;
+  and its decoder is left out. The same goes for a `lungxray segment train` run folder. A U-Net never sees a
+  class label, but it may have seen the classifier's validation or test images: the shipped one did (Viral
+  Pneumonia masks of the default split's validation and test images). For figures to report, train one with
+  `segment train --exclude-split MANIFEST` and start from that run; `check_split` warns otherwise;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
   MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
 
@@ -62,7 +65,9 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
         path = default_segmenter_path()
     else:
         path = _local_file(source)
-    state = _normalise_names(_read_state(path))
+    raw = _read_state(path)
+    from_unet = any(k.startswith("net.model.") for k in raw)
+    state = _normalise_names(raw)
     target = model.body.state_dict()
     matched: dict[str, torch.Tensor] = {}
     for name, want in target.items():
@@ -77,6 +82,14 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
             f"{path}: none of its {len(state)} tensors match model {model.name!r} "
             f"(is it a checkpoint of another architecture?)"
         )
+    if from_unet:
+        # PReLU weights have shape (1,) at any width: a U-Net of another shape would "load" a few scalars only.
+        unmatched = [k for k in target if k.startswith("encoder.") and k not in matched]
+        if unmatched:
+            raise ConfigError(
+                f"{path}: a lung U-Net of another shape than model {model.name!r} ({len(unmatched)} encoder tensors "
+                f"do not fit, first {unmatched[0]}); give the model the U-Net's channels and num_res_units "
+                f"(model_args) or another U-Net")
     model.body.load_state_dict({**target, **matched})
     left = sorted(set(target) - set(matched))
     n_param = sum(1 for k in target if not k.endswith("num_batches_tracked"))
@@ -85,12 +98,42 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
              ", ".join(left[:6]) + (" ..." if len(left) > 6 else ""))
     return {
         "source": source,
+        **({"segmenter_split": _segmenter_split(path)} if from_unet else {}),
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "loaded": n_loaded,
         "total": n_param,
         "not_loaded": [k for k in left if not k.endswith("num_batches_tracked")],
     }
+
+
+def _segmenter_split(path: Path) -> dict | None:
+    """What a U-Net's metadata (the .json beside its weights) says it left out by `--exclude-split`, if anything."""
+    import json
+
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (meta.get("training") or {}).get("excluded_by_split")
+
+
+def check_split(report: dict | None, split_fingerprint: str) -> None:
+    """Warn when a classifier starts from a lung U-Net that was not kept away from its validation and test images.
+
+    `split_fingerprint` is `data.split.manifest_fingerprint(rows)` of the classifier's split (paths, labels, splits).
+    """
+    if not report or "segmenter_split" not in report:
+        return
+    info = report["segmenter_split"]
+    if not info:
+        log.warning("pretrained=%s: this lung U-Net was trained without --exclude-split, so it may have seen images "
+                    "that this classifier validates or tests on (the shipped one did); for figures to report, train "
+                    "one with `lungxray segment train --exclude-split SPLIT.csv` and start from it", report["source"])
+    elif info.get("fingerprint") != split_fingerprint:
+        log.warning("pretrained=%s: this lung U-Net left out the validation and test images of another split (%s), "
+                    "not of this one", report["source"], info.get("manifest"))
 
 
 def _local_file(source: str) -> Path:
@@ -102,7 +145,7 @@ def _local_file(source: str) -> Path:
         return cand
     if not p.is_file():
         raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, "
-                          "a weights-only .pt/.pth state dict, or 'imagenet')")
+                          "a weights-only .pt/.pth state dict, 'imagenet' or 'segmenter')")
     return p
 
 

@@ -41,8 +41,8 @@ def segment_group() -> None:
 @click.option("--seed", type=int)
 @click.option("--split-seed", type=int, help="Seed of the held-out split.")
 @click.option("--max-pairs", type=int, help="At most this many pairs per folder (quick trials).")
-@click.option("--exclude-split", type=click.Path(), help="A classifier's split manifest: leave out the pairs whose "
-              "image it puts in val or test (for a U-Net that will start that classifier).")
+@click.option("--exclude-split", type=click.Path(), help="A classifier's split manifest: leave out the training "
+              "pairs whose image it puts in val or test, matched by path (for a U-Net that will start that classifier).")
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast [on].")
 @click.option("--augment/--no-augment", default=None)
 @click.option("--threads", type=int, help="CPU threads (default: torch's).")

@@ -70,9 +70,10 @@ class SegTrainConfig:
     max_pairs: int | None = None
     """Use at most this many pairs per source (first by name; for quick trials)."""
     exclude_split: str = ""
-    """A classifier's split manifest: leave out every pair whose image it puts in `val` or `test` (matched by the
-    manifest's dataset-relative path), so a U-Net that starts that classifier (`pretrained = "PATH"`) has never seen
-    its validation or test images. "" = use every pair."""
+    """A classifier's split manifest: leave out every training pair whose image it puts in `val` or `test`, matched
+    by path (the manifest's dataset-relative path ends the image's path), so a U-Net that starts that classifier
+    (`pretrained = "RUN"`) has not trained on those files. Copies under other names (COVID-QU-Ex) are not caught,
+    and `--val` folders are scored, not filtered. "" = use every pair."""
 
     def validate(self) -> "SegTrainConfig":
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
@@ -82,6 +83,8 @@ class SegTrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
         if not 0.0 <= self.holdout_frac < 1.0:
             raise ConfigError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
+        if self.exclude_split and not Path(self.exclude_split).is_file():
+            raise ConfigError(f"exclude_split={self.exclude_split}: no such split manifest (make one with `lungxray data split`)")
         return self
 
     def to_dict(self) -> dict:
@@ -100,17 +103,18 @@ def source_name(path: str | Path) -> str:
     return "/".join(parts[-2:])
 
 
-def held_out_paths(manifest: str | Path) -> set[str]:
-    """Dataset-relative paths (posix) of the images a classifier split manifest puts in `val` or `test`."""
+def held_out_paths(manifest: str | Path) -> tuple[set[str], set[str]]:
+    """(paths the manifest puts in `val` or `test`, all its paths): dataset-relative, posix."""
     from ..data.split import read_manifest
 
-    return {r.path for r in read_manifest(manifest) if r.split in ("val", "test")}
+    rows = read_manifest(manifest)
+    return {r.path for r in rows if r.split in ("val", "test")}, {r.path for r in rows}
 
 
-def _held_out(pair, held: set[str]) -> bool:
-    """Whether `pair`'s image is one of `held` (a path relative to some dataset root that its own path ends with)."""
-    parts = Path(pair.image).resolve().parts
-    return any("/".join(parts[-k:]) in held for k in range(1, min(len(parts), 6) + 1))
+def _named_in(image: Path, paths: set[str]) -> bool:
+    """Whether one of `paths` (relative to some dataset root) ends `image`'s path (symlinks not followed)."""
+    parts = Path(image).absolute().parts
+    return any("/".join(parts[-k:]) in paths for k in range(1, min(len(parts), 6) + 1))
 
 
 def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool,
@@ -118,16 +122,27 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
     name = source_name(path)
     pairs = find_pairs(path, name)
     if cfg.exclude_split:
-        held = held_out_paths(cfg.exclude_split)
-        kept = [p for p in pairs if not _held_out(p, held)]
+        held, named = held_out_paths(cfg.exclude_split)
+        kept = [p for p in pairs if not _named_in(p.image, held)]
+        if not any(_named_in(p.image, named) for p in pairs):
+            log.warning("exclude_split=%s: none of the %d pairs of %s is named in it, so nothing could be left out "
+                        "of them (copies under other names are not caught)", cfg.exclude_split, len(pairs), name)
         if excluded is not None:
-            excluded[name] = len(pairs) - len(kept)
+            excluded[name] = excluded.get(name, 0) + len(pairs) - len(kept)
         if not kept:
             raise ConfigError(f"{path}: every pair is in the validation or test split of {cfg.exclude_split}")
         pairs = kept
     if cfg.max_pairs:
         pairs = pairs[: cfg.max_pairs]
     return load_pairs(pairs, size, progress, desc=f"reading {name}")
+
+
+def _exclusion_record(manifest: str | Path, excluded: dict[str, int]) -> dict:
+    """What `--exclude-split` left out, and which split it was (the fingerprint `lungxray train` compares)."""
+    from ..data.split import manifest_fingerprint, read_manifest
+
+    return {"manifest": Path(manifest).name, "fingerprint": manifest_fingerprint(read_manifest(manifest)),
+            "pairs": excluded}
 
 
 def _concat(sets: list[PairSet]) -> PairSet:
@@ -261,7 +276,7 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         "train_pairs": len(train_set),
         "validation_sources": {k: len(v) for k, v in val_sets.items()},
         "heldout": heldout_meta,
-        **({"excluded_by_split": {"manifest": Path(cfg.exclude_split).name, "pairs": excluded}} if cfg.exclude_split else {}),
+        **({"excluded_by_split": _exclusion_record(cfg.exclude_split, excluded)} if cfg.exclude_split else {}),
         "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
         "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
     }
