@@ -165,9 +165,10 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
     assert meta["excluded_by_split"]["pairs"] == {"radiography-sample/Viral Pneumonia": 3}
     assert meta["excluded_by_split"]["manifest"] == "split.csv" and len(meta["excluded_by_split"]["fingerprint"]) == 16
     from lungxray.segment.data import find_pairs
-    from lungxray.segment.train import _load_source
+    from lungxray.segment.train import SplitExclusion, _load_source
 
-    kept = _load_source(VP, (32, 32), _tiny(exclude_split=str(manifest)), progress=False).pairs
+    cfg = _tiny(exclude_split=str(manifest))
+    kept = _load_source(VP, (32, 32), cfg, False, SplitExclusion.read(manifest)).pairs
     assert sorted(Path(p.image).name for p in kept) == names[3:]  # exactly the held names are gone
     assert len(find_pairs(VP)) == len(names)
     from click.testing import CliRunner

@@ -72,8 +72,8 @@ class SegTrainConfig:
     exclude_split: str = ""
     """A classifier's split manifest: leave out every training pair whose image it puts in `val` or `test`, matched
     by path (the manifest's dataset-relative path ends the image's path), so a U-Net that starts that classifier
-    (`pretrained = "RUN"`) has not trained on those files. Copies under other names (COVID-QU-Ex) are not caught,
-    and `--val` folders are scored, not filtered. "" = use every pair."""
+    (`pretrained = "RUN"`) has not trained on those files. `--val` folders are filtered the same way (without
+    being counted in the metadata). Copies under other names (COVID-QU-Ex) are not caught. "" = use every pair."""
 
     def validate(self) -> "SegTrainConfig":
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
@@ -103,28 +103,42 @@ def source_name(path: str | Path) -> str:
     return "/".join(parts[-2:])
 
 
-def held_out_paths(manifest: str | Path) -> tuple[set[str], set[str]]:
-    """(paths the manifest puts in `val` or `test`, all its paths): dataset-relative, posix."""
-    from ..data.split import read_manifest
+@dataclass(frozen=True)
+class SplitExclusion:
+    """A classifier's split manifest, read once for `exclude_split`: its dataset-relative (posix) paths."""
 
-    rows = read_manifest(manifest)
-    return {r.path for r in rows if r.split in ("val", "test")}, {r.path for r in rows}
+    manifest: str
+    """The manifest's file name (no folder: it goes into the U-Net's metadata)."""
+    fingerprint: str
+    """`data.split.manifest_fingerprint` of its rows: what `lungxray train` compares with its own split."""
+    held: frozenset[str]
+    """Paths in `val` or `test`."""
+    named: frozenset[str]
+    """Every path."""
+
+    @classmethod
+    def read(cls, manifest: str | Path) -> "SplitExclusion":
+        from ..data.split import manifest_fingerprint, read_manifest
+
+        rows = read_manifest(manifest)
+        return cls(Path(manifest).name, manifest_fingerprint(rows),
+                   frozenset(r.path for r in rows if r.split in ("val", "test")), frozenset(r.path for r in rows))
 
 
-def _named_in(image: Path, paths: set[str]) -> bool:
+def _named_in(image: Path, paths: frozenset[str]) -> bool:
     """Whether one of `paths` (relative to some dataset root) ends `image`'s path (symlinks not followed)."""
     parts = Path(image).absolute().parts
     return any("/".join(parts[-k:]) in paths for k in range(1, min(len(parts), 6) + 1))
 
 
 def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool,
-                 excluded: dict[str, int] | None = None) -> PairSet:
+                 exclusion: SplitExclusion | None = None, excluded: dict[str, int] | None = None) -> PairSet:
+    """Decode a folder's pairs, without those `exclusion` holds out (counted per source into `excluded`)."""
     name = source_name(path)
     pairs = find_pairs(path, name)
-    if cfg.exclude_split:
-        held, named = held_out_paths(cfg.exclude_split)
-        kept = [p for p in pairs if not _named_in(p.image, held)]
-        if not any(_named_in(p.image, named) for p in pairs):
+    if exclusion is not None:
+        kept = [p for p in pairs if not _named_in(p.image, exclusion.held)]
+        if not any(_named_in(p.image, exclusion.named) for p in pairs):
             log.warning("exclude_split=%s: none of the %d pairs of %s is named in it, so nothing could be left out "
                         "of them (copies under other names are not caught)", cfg.exclude_split, len(pairs), name)
         if excluded is not None:
@@ -135,14 +149,6 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
     if cfg.max_pairs:
         pairs = pairs[: cfg.max_pairs]
     return load_pairs(pairs, size, progress, desc=f"reading {name}")
-
-
-def _exclusion_record(manifest: str | Path, excluded: dict[str, int]) -> dict:
-    """What `--exclude-split` left out, and which split it was (the fingerprint `lungxray train` compares)."""
-    from ..data.split import manifest_fingerprint, read_manifest
-
-    return {"manifest": Path(manifest).name, "fingerprint": manifest_fingerprint(read_manifest(manifest)),
-            "pairs": excluded}
 
 
 def _concat(sets: list[PairSet]) -> PairSet:
@@ -240,13 +246,14 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
     t_start = time.perf_counter()
 
     # Data: all decoded once into memory.
+    exclusion = SplitExclusion.read(cfg.exclude_split) if cfg.exclude_split else None
     excluded: dict[str, int] = {}  # pairs left out per training source because a classifier validates or tests on them
-    train_sets = [_load_source(d, size, cfg, progress, excluded) for d in data]
+    train_sets = [_load_source(d, size, cfg, progress, exclusion, excluded) for d in data]
     train_hashes = np.concatenate([s.hashes for s in train_sets]) if train_sets else np.zeros((0, 4), np.uint64)
     val_sets: dict[str, PairSet] = {}
     heldout_meta: dict[str, dict] = {}
     for d in holdout_data:
-        full = _load_source(d, size, cfg, progress, excluded)
+        full = _load_source(d, size, cfg, progress, exclusion, excluded)
         tr, held = holdout_split(full, cfg.holdout_frac, cfg.split_seed, others=train_hashes)
         train_sets.append(full.subset(tr))
         name = f"{source_name(d)} (held out)"
@@ -260,7 +267,7 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
             "files": [full.pairs[i].key for i in held],
         }
     for d in val_data:
-        val_sets[source_name(d)] = _load_source(d, size, cfg, progress)
+        val_sets[source_name(d)] = _load_source(d, size, cfg, progress, exclusion)
     train_set = _concat(train_sets)
     if len(train_set) == 0:
         raise ConfigError("no training pairs left")
@@ -276,7 +283,8 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         "train_pairs": len(train_set),
         "validation_sources": {k: len(v) for k, v in val_sets.items()},
         "heldout": heldout_meta,
-        **({"excluded_by_split": _exclusion_record(cfg.exclude_split, excluded)} if cfg.exclude_split else {}),
+        **({"excluded_by_split": {"manifest": exclusion.manifest, "fingerprint": exclusion.fingerprint,
+                                  "pairs": excluded}} if exclusion is not None else {}),
         "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
         "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
     }
