@@ -74,7 +74,11 @@ class TrainConfig:
     same time."""
     low_res_epochs: int = 0
     pretrained: str = ""
-    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, or "imagenet", or "segmenter" (the shipped lung U-Net, for model lungenc; "" = random)."""
+    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, "imagenet", "segmenter" (the shipped lung U-Net, for model lungenc) or "lung-encoder" (the shipped U-Net encoder that left out the default split's validation and test images, for model lungenc); "" = random."""
+    freeze: str = ""
+    """Comma-separated parts of the network left as they start, e.g. "encoder.0,encoder.1" (names as in the run's
+    layer table, without "body."): their weights get no gradient and their batch-norm statistics stay as loaded.
+    Meant for a pretrained start; "" = train everything."""
     calibrate: bool = True
     """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0

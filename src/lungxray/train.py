@@ -54,6 +54,31 @@ def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: in
     return None
 
 
+def freeze_parts(model: Classifier, spec: str) -> list[torch.nn.Module]:
+    """Stop training the parts of `model.body` named in `spec` (comma-separated module names, e.g. "encoder.0").
+
+    Their parameters get requires_grad=False (so the optimiser never sees them); the modules are returned so
+    that each epoch can put them back in eval mode after `model.train()` (batch-norm statistics stay as loaded).
+    A name that is not a module of the body is an error that lists the top-level ones.
+    """
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    modules = dict(model.body.named_modules())
+    parts = []
+    for name in names:
+        if name not in modules:
+            tops = ", ".join(n for n, _ in model.body.named_children())
+            nested = sorted(n for n in modules if n.count(".") == 1)[:8]
+            raise ConfigError(f"freeze: {model.name!r} has no part named {name!r} (its parts: {tops}; "
+                              f"e.g. {', '.join(nested)})")
+        parts.append(modules[name])
+    for part in parts:
+        for p in part.parameters():
+            p.requires_grad_(False)
+    if parts and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"freeze={spec!r} leaves nothing to train")
+    return parts
+
+
 def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     """Sum of squared weights of conv/linear kernels (biases and the normalisation constants excluded)."""
     return sum((p.pow(2).sum() for n, p in model.named_parameters() if p.ndim > 1), torch.zeros(()))
@@ -155,14 +180,19 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
             pretrained = load_pretrained(model, cfg.pretrained, cache_dir)
             check_split(pretrained, manifest_fingerprint(split.rows))
+        if cfg.freeze and not cfg.pretrained:
+            log.warning("freeze=%s without pretrained weights: those parts stay at their random start", cfg.freeze)
+        frozen = freeze_parts(model, cfg.freeze)
         model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx, pretrained)
+        return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx, pretrained,
+                    frozen)
 
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
-         device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None) -> Path:
+         device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None,
+         frozen: list[torch.nn.Module] = ()) -> Path:
     ctx = ctx or DistContext()
     view = cfg.lung_view()
     use_amp = autocast_enabled(cfg.amp, device)
@@ -221,6 +251,8 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
                     break
                 model.train()
+                for part in frozen:
+                    part.eval()  # frozen batch norms keep their loaded statistics
                 lr_used = opt.param_groups[0]["lr"]
                 # Progressive resizing: only the training forward passes of the early epochs take smaller images.
                 model.strict_input_size = ep.number > cfg.low_res_epochs

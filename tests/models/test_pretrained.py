@@ -210,3 +210,107 @@ def test_a_segment_run_that_left_out_the_split_starts_lungenc_and_another_split_
     messages = ours()
     assert len(messages) == 2
     assert "another split (split.csv)" in messages[0] and "without --exclude-split" in messages[1]
+
+
+def test_check_split_says_when_a_u_net_records_its_manifest_but_no_fingerprint(caplog):
+    from lungxray.models.pretrained import check_split
+
+    report = {"source": "old-run", "segmenter_split": {"manifest": "v2.csv", "pairs": {"VP": 3}}}
+    with caplog.at_level("WARNING", logger="lungxray.models.pretrained"):
+        check_split(report, "0123456789abcdef")
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "lungxray.models.pretrained"]
+    assert "v2.csv" in message and "no fingerprint" in message and "another split" not in message
+
+
+def test_an_exported_encoder_is_the_u_nets_encoder_in_fp16_and_keeps_what_it_left_out(tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from lungxray.cli import main
+    from lungxray.data.split import manifest_fingerprint, read_manifest
+    from lungxray.models.pretrained import export_unet_encoder
+    from lungxray.segment import SegTrainConfig, train_segmenter
+
+    vp = SAMPLE / "Viral Pneumonia"
+    names = sorted(p.name for p in (vp / "images").iterdir())
+    split = _manifest(tmp_path / "split.csv", [(f"Viral Pneumonia/images/{n}", "Viral Pneumonia", "val" if k < 2 else "train")
+                                              for k, n in enumerate(names)])
+    cfg = SegTrainConfig.from_dict({"image_size": 32, "channels": [4, 8, 16], "num_res_units": 1, "epochs": 1,
+                                    "batch_size": 4, "holdout_frac": 0.0, "exclude_split": str(split), "amp": False})
+    run = train_segmenter(cfg, [vp], tmp_path / "unet", progress=False)
+    dest = export_unet_encoder(run, tmp_path / "enc" / "lung-encoder.safetensors")
+    tensors = load_file(dest)
+    unet = load_file(run / "best.safetensors")
+    decoder = [k for k in unet if k.startswith("net.model.") and k not in tensors]
+    assert decoder and all(".2." in k or k.startswith("net.model.2.") for k in decoder)  # only decoder units left out
+    assert all(t.dtype == torch.float16 for k, t in tensors.items() if not k.endswith("num_batches_tracked"))
+    meta = json.loads(dest.with_suffix(".json").read_text())
+    assert meta["training"]["excluded_by_split"]["fingerprint"] == manifest_fingerprint(read_manifest(split))
+    assert meta["source"]["run"] == "unet" and len(meta["source"]["sha256"]) == 64
+
+    from_run, from_file = (create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1) for _ in range(2))
+    load_pretrained(from_run, run)
+    report = load_pretrained(from_file, dest)
+    assert report["segmenter_split"] == meta["training"]["excluded_by_split"]
+    for (name, a), b in zip(from_run.body.encoder.state_dict().items(), from_file.body.encoder.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3), name
+
+    with pytest.raises(ConfigError, match="exists"):
+        export_unet_encoder(run, dest)
+    classifier = tmp_path / "clf"
+    save_checkpoint(classifier / "best", create_model("xrnet", input_size=32), {})
+    with pytest.raises(ConfigError, match="not a lung U-Net"):
+        export_unet_encoder(classifier, tmp_path / "x.safetensors")
+    cli = CliRunner().invoke(main, ["segment", "export-encoder", str(run), str(dest)])
+    assert cli.exit_code != 0 and "exists" in cli.output and "Traceback" not in cli.output
+    cli = CliRunner().invoke(main, ["segment", "export-encoder", str(run), str(dest), "--overwrite"])
+    assert cli.exit_code == 0 and "--pretrained" in cli.output
+
+
+def test_the_shipped_lung_encoder_left_out_the_default_splits_val_and_test_images():
+    from lungxray.data.split import manifest_fingerprint, read_manifest
+
+    default_split = Path(__file__).resolve().parents[2] / "configs" / "splits" / "covid19-radiography-v2-seed0.csv"
+    rows = read_manifest(default_split)
+    model = create_model("lungenc", input_size=64)
+    report = load_pretrained(model, "lung-encoder")
+    assert report["file"] == "lung-encoder.safetensors"
+    assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]
+    left_out = report["segmenter_split"]
+    assert left_out["fingerprint"] == manifest_fingerprint(rows)
+    held_vp = sum(1 for r in rows if r.label == "Viral Pneumonia" and r.split in ("val", "test"))
+    assert sum(left_out["pairs"].values()) == held_vp  # every Viral Pneumonia val/test image with a mask went
+
+
+def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_trains(tmp_path):
+    from safetensors.torch import load_file
+
+    split_csv = tmp_path / "split.csv"
+    split_dataset(SAMPLE, split_csv, seed=0, progress=False)
+    tiny = {"model": "lungenc", "model_args": {"channels": [4, 8, 16], "num_res_units": 1}, "image_size": 32,
+            "epochs": 2, "batch_size": 8, "lr": 0.05, "calibrate": False, "optimizer": "sgd"}
+    start = train(load_config(None, {**tiny, "epochs": 1}), SAMPLE, tmp_path / "start", split_csv, progress=False)
+    run = train(load_config(None, {**tiny, "pretrained": str(start), "freeze": "encoder.0, encoder.1"}), SAMPLE,
+                tmp_path / "frozen", split_csv, progress=False)
+    before, after = load_file(start / "best.safetensors"), load_file(run / "last.safetensors")
+    for name, t in before.items():
+        if name.startswith(("body.encoder.0.", "body.encoder.1.")):
+            assert torch.equal(t, after[name]), f"{name} moved although frozen"  # weights and BN running stats
+    assert not torch.equal(before["body.encoder.2.conv.unit0.conv.weight"], after["body.encoder.2.conv.unit0.conv.weight"])
+    assert not torch.equal(before["body.encoder.2.conv.unit0.adn.N.running_mean"],
+                           after["body.encoder.2.conv.unit0.adn.N.running_mean"])
+    assert json.loads((run / "config.json").read_text())["freeze"] == "encoder.0, encoder.1"
+
+
+def test_freeze_names_a_part_that_is_not_there_and_refuses_to_freeze_everything():
+    from lungxray.train import freeze_parts
+
+    model = create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1)
+    with pytest.raises(ConfigError, match="no part named 'encoder.9'.*its parts: encoder, head"):
+        freeze_parts(model, "encoder.0,encoder.9")
+    with pytest.raises(ConfigError, match="leaves nothing to train"):
+        freeze_parts(create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1), "encoder,head")
+    parts = freeze_parts(model, "encoder.0")
+    assert parts == [model.body.encoder[0]]
+    assert not any(p.requires_grad for p in model.body.encoder[0].parameters())
+    assert all(p.requires_grad for p in model.body.encoder[1].parameters())

@@ -1,6 +1,6 @@
 """Start training from pretrained weights instead of random ones (`lungxray train --pretrained SOURCE`).
 
-SOURCE is either a local file or folder, `imagenet`, or `segmenter`:
+SOURCE is either a local file or folder, `imagenet`, `segmenter` or `lung-encoder`:
 
 - a lungxray run folder or `.safetensors` checkpoint (e.g. a model trained on more data or more classes:
   the backbone carries over, a head of another shape is left freshly initialised);
@@ -12,6 +12,9 @@ SOURCE is either a local file or folder, `imagenet`, or `segmenter`:
   class label, but it may have seen the classifier's validation or test images: the shipped one did (Viral
   Pneumonia masks of the default split's validation and test images). For figures to report, train one with
   `segment train --exclude-split MANIFEST` and start from that run; `check_split` warns otherwise;
+- `lung-encoder`: such a U-Net's encoder, shipped (`weights/lung-encoder.safetensors`, fp16, written by
+  `export_unet_encoder` from the first step of `make train-default`): it left out the validation and test images
+  of the default split, so a classifier on that split can start from it without the pretraining step;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
   MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
 
@@ -42,6 +45,8 @@ IMAGENET_URLS = {
     "densenet121": "https://download.pytorch.org/models/densenet121-a639ec97.pth",
 }
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+ENCODER_SOURCE = "lung-encoder"
+ENCODER_FORMAT = "lungxray-unet-encoder/1"
 # The lung U-Net's encoder (segment/unet.py, MONAI's layout): level K's down unit sits under K nested
 # "1.submodule." hops, then "0." (the bottleneck, the deepest level, has no "0."); "2." is a decoder unit.
 _UNET_LEVEL = re.compile(r"^net\.model\.((?:1\.submodule\.)*)(0\.|(?=conv\.|residual\.))(.*)$")
@@ -63,6 +68,8 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
         from ..segment.inference import default_segmenter_path
 
         path = default_segmenter_path()
+    elif source.lower() == ENCODER_SOURCE:
+        path = default_encoder_path()
     else:
         path = _local_file(source)
     raw = _read_state(path)
@@ -119,6 +126,64 @@ def _segmenter_split(path: Path) -> dict | None:
     return (meta.get("training") or {}).get("excluded_by_split")
 
 
+def default_encoder_path() -> Path:
+    """The shipped lung U-Net encoder (`lungxray/weights/lung-encoder.safetensors`)."""
+    from importlib import resources
+
+    return Path(str(resources.files("lungxray") / "weights" / f"{ENCODER_SOURCE}.safetensors"))
+
+
+def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
+    """Write the encoder of a lung U-Net (a `segment train` run folder or its .safetensors) as fp16 safetensors.
+
+    The tensors keep the U-Net's names, so `load_pretrained` maps and shape-checks them as it does the whole
+    U-Net's; the decoder is left out. A JSON beside it carries what a reader needs to trust it: the U-Net's
+    architecture, the file it came from (sha256), what it trained on and what it left out (`excluded_by_split`,
+    read by `check_split`), and its validation Dice. Returns the written weights' path.
+    """
+    from safetensors.torch import save_file
+
+    from ..utils import read_json, write_json
+
+    src = _local_file(str(source))
+    dest = Path(dest)
+    if dest.suffix != ".safetensors":
+        raise ConfigError(f"{dest}: the encoder is written as .safetensors (give a file name ending in it)")
+    meta_dest = dest.with_suffix(".json")
+    existing = [p for p in (dest, meta_dest) if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
+    state = _read_state(src)
+    encoder = {k: v for k, v in state.items() if _UNET_LEVEL.match(k)}
+    if not encoder:
+        raise ConfigError(f"{src}: not a lung U-Net (no tensor named like net.model.<encoder level>)")
+    try:
+        meta = read_json(src.with_suffix(".json"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{src}: its metadata {src.with_suffix('.json').name} is missing or unreadable ({exc}); "
+                          "export from a `lungxray segment train` run") from None
+    training = meta.get("training") or {}
+    keep = ("config", "data_fingerprint", "train_sources", "train_pairs", "validation_sources", "excluded_by_split",
+            "best_epoch", "epochs_run", "seconds_total")
+    info = {
+        "format": ENCODER_FORMAT,
+        "architecture": meta.get("architecture"),
+        "model_args": meta.get("model_args"),
+        "input_size": meta.get("input_size"),
+        "normalization": meta.get("normalization"),
+        "source": {"file": src.name, "run": src.parent.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest()},
+        "tensors": len(encoder),
+        "dtype": "float16",
+        "training": {k: training[k] for k in keep if k in training},
+        "validation": meta.get("validation"),
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in encoder.items()}
+    save_file(half, str(dest), metadata={"format": ENCODER_FORMAT})
+    write_json(meta_dest, info)
+    return dest
+
+
 def check_split(report: dict | None, split_fingerprint: str) -> None:
     """Warn when a classifier starts from a lung U-Net that was not kept away from its validation and test images.
 
@@ -131,7 +196,11 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
         log.warning("pretrained=%s: this lung U-Net was trained without --exclude-split, so it may have seen images "
                     "that this classifier validates or tests on (the shipped one did); for figures to report, train "
                     "one with `lungxray segment train --exclude-split SPLIT.csv` and start from it", report["source"])
-    elif info.get("fingerprint") != split_fingerprint:
+    elif not info.get("fingerprint"):
+        log.warning("pretrained=%s: this lung U-Net left out the validation and test images of %s, but its metadata "
+                    "has no fingerprint of that split (it predates them), so lungxray cannot check that it is this "
+                    "split", report["source"], info.get("manifest"))
+    elif info["fingerprint"] != split_fingerprint:
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of another split (%s), "
                     "not of this one", report["source"], info.get("manifest"))
 
@@ -145,7 +214,7 @@ def _local_file(source: str) -> Path:
         return cand
     if not p.is_file():
         raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, "
-                          "a weights-only .pt/.pth state dict, 'imagenet' or 'segmenter')")
+                          "a weights-only .pt/.pth state dict, 'imagenet', 'segmenter' or 'lung-encoder')")
     return p
 
 

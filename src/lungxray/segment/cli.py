@@ -1,4 +1,4 @@
-"""Commands `lungxray segment train|predict` and `lungxray data fill-masks`: parse, call one library function, print.
+"""Commands `lungxray segment train|predict|export-encoder` and `lungxray data fill-masks`: parse, call one library function, print.
 
 Heavy imports (torch, MONAI) happen inside the commands so that `lungxray --help` stays fast.
 """
@@ -87,6 +87,23 @@ def predict_cmd(paths, out, with_overlay, weights, size, overwrite) -> None:
         click.echo(f"skipped: {msg}", err=True)
     if rep.skipped:
         sys.exit(1)
+
+
+@segment_group.command("export-encoder")
+@click.argument("source", type=click.Path())
+@click.argument("dest", type=click.Path())
+@click.option("--overwrite", is_flag=True, help="Replace DEST and its .json.")
+def export_encoder_cmd(source, dest, overwrite) -> None:
+    """Write a trained U-Net's encoder (SOURCE: a `segment train` run folder or .safetensors) to DEST.safetensors.
+
+    fp16, with a .json beside it saying what the U-Net trained on and left out; a classifier starts from it with
+    `--pretrained DEST.safetensors` (model lungenc).
+    """
+    from ..models.pretrained import export_unet_encoder
+
+    path = export_unet_encoder(source, dest, overwrite=overwrite)
+    click.echo(f"encoder written to {path} (+ {path.with_suffix('.json').name}); "
+               f"train from it with: lungxray train --config ... --set model=lungenc --pretrained {path}")
 
 
 @click.command("fill-masks")
