@@ -79,6 +79,10 @@ class TrainConfig:
     """Comma-separated parts of the network left as they start, e.g. "encoder.0,encoder.1" (names as in the run's
     layer table, without "body."): their weights get no gradient and their batch-norm statistics stay as loaded.
     Meant for a pretrained start; "" = train everything."""
+    freeze_bn: bool = True
+    """With `freeze`: keep the frozen parts' batch-norm statistics as loaded (true), or let them follow the new
+    images (false: those layers normalise each training batch by its own statistics and update their running ones,
+    their weights still fixed and no gradient computed through them)."""
     calibrate: bool = True
     """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0

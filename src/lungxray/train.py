@@ -251,8 +251,9 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
                     break
                 model.train()
-                for part in frozen:
-                    part.eval()  # frozen batch norms keep their loaded statistics
+                if cfg.freeze_bn:
+                    for part in frozen:
+                        part.eval()  # frozen batch norms keep their loaded statistics
                 lr_used = opt.param_groups[0]["lr"]
                 # Progressive resizing: only the training forward passes of the early epochs take smaller images.
                 model.strict_input_size = ep.number > cfg.low_res_epochs

@@ -308,6 +308,21 @@ def test_reexport_is_invisible_to_dhash_but_found_by_the_detector(sample_dir: Pa
     assert found == known | {(min(i, j), max(i, j))}
 
 
+def test_copies_across_two_sets_are_the_cross_pairs_the_whole_set_detector_finds(sample_dir: Path, sample_hashes) -> None:
+    paths, hashes = sample_hashes
+    images = [resize_image(read_image(sample_dir / p), (256, 256)) for p in paths]
+    a = [k for k, p in enumerate(paths) if p != "COVID/images/COVID-155.png" and k % 2 == 0] or [0]
+    b = [k for k in range(len(paths)) if k not in a]
+    assert paths.index("COVID/images/COVID-155.png") in b and paths.index("COVID/images/COVID-5.png") in a
+    whole = {(i, j) for i, j, _ in duplicate_pairs(images, hashes)}
+    cross = {(i, j) if i in a else (j, i) for i, j in whole if (i in a) != (j in a)}
+    got = duplicates.copies_across([images[k] for k in a], [images[k] for k in b], hashes[a], hashes[b])
+    found = {(a[i], b[j]) for i, j, _ in got}
+    assert (paths.index("COVID/images/COVID-5.png"), paths.index("COVID/images/COVID-155.png")) in found  # a re-export
+    assert found == cross
+    assert duplicates.copies_across(images[:2], []) == []
+
+
 def test_detail_similarity_survives_contrast_shift_and_zoom_but_not_another_image(sample_dir: Path) -> None:
     from scipy.ndimage import affine_transform
 

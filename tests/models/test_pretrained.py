@@ -300,6 +300,14 @@ def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_
     assert not torch.equal(before["body.encoder.2.conv.unit0.adn.N.running_mean"],
                            after["body.encoder.2.conv.unit0.adn.N.running_mean"])
     assert json.loads((run / "config.json").read_text())["freeze"] == "encoder.0, encoder.1"
+    # freeze_bn = false: the frozen weights stay, their batch-norm statistics follow the new images.
+    adapted = train(load_config(None, {**tiny, "pretrained": str(start), "freeze": "encoder.0", "freeze_bn": False}),
+                    SAMPLE, tmp_path / "adapted", split_csv, progress=False)
+    after = load_file(adapted / "last.safetensors")
+    for name in ("conv.unit0.conv.weight", "conv.unit0.adn.N.weight", "conv.unit0.adn.N.bias", "residual.weight"):
+        assert torch.equal(before[f"body.encoder.0.{name}"], after[f"body.encoder.0.{name}"]), name
+    assert not torch.equal(before["body.encoder.0.conv.unit0.adn.N.running_mean"],
+                           after["body.encoder.0.conv.unit0.adn.N.running_mean"])
 
 
 def test_freeze_names_a_part_that_is_not_there_and_refuses_to_freeze_everything():

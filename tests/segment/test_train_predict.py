@@ -187,3 +187,48 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
         _tiny(exclude_split=str(tmp_path / "missing.csv"))
     with pytest.raises(ConfigError, match="every pair is in the validation or test split"):
         train_segmenter(_tiny(exclude_split=str(everything)), [VP], tmp_path / "none", progress=False)
+
+
+def test_exclude_split_data_also_leaves_out_copies_of_held_images_under_other_names(tmp_path, caplog):
+    import shutil
+
+    from PIL import Image
+
+    from lungxray.segment.train import source_name
+
+    names = sorted(p.name for p in (VP / "images").iterdir())
+    held = {"Viral Pneumonia-1.png": "val", "Viral Pneumonia-249.png": "test"}
+    assert "Viral Pneumonia-250.png" in names  # a copy of -249 in the sample, put in train by this (careless) manifest
+    manifest = tmp_path / "split.csv"
+    manifest.write_text("path,mask_path,label,split,group\n" + "".join(
+        f"Viral Pneumonia/images/{n},,Viral Pneumonia,{held.get(n, 'train')},{k}\n" for k, n in enumerate(names)))
+    other = tmp_path / "other"  # another source holding a re-export of a held image under its own name
+    (other / "images").mkdir(parents=True), (other / "masks").mkdir()
+    reexport = read_image(VP / "images" / "Viral Pneumonia-1.png")[6:-6, 4:-8] ** 0.8
+    Image.fromarray((reexport * 255).astype(np.uint8)).save(other / "images" / "x1.png")
+    shutil.copy(VP / "masks" / "Viral Pneumonia-1.png", other / "masks" / "x1.png")
+    for k, src in ((2, "Viral Pneumonia-4.png"), (3, "Viral Pneumonia-2.png")):  # copies of training images: kept
+        shutil.copy(VP / "images" / src, other / "images" / f"x{k}.png")
+        shutil.copy(VP / "masks" / src, other / "masks" / f"x{k}.png")
+
+    cfg = _tiny(image_size=128, holdout_frac=0.0, exclude_split=str(manifest), exclude_split_data=str(SAMPLE))
+    run = train_segmenter(cfg, [VP, other], tmp_path / "run", progress=False)
+    meta = json.loads((run / "best.json").read_text())["training"]
+    vp, oth = source_name(VP), source_name(other)
+    assert meta["excluded_by_split"]["pairs"] == {vp: 2, oth: 0}  # by name
+    assert meta["excluded_by_split"]["copies"] == {vp: 1, oth: 1}  # by content: Viral Pneumonia-250 and x1
+    assert meta["train_pairs"] == len(names) - 3 + 2
+    with caplog.at_level("WARNING", logger="lungxray.segment.train"):
+        by_name = train_segmenter(_tiny(image_size=128, holdout_frac=0.0, exclude_split=str(manifest)), [VP, other],
+                                  tmp_path / "by-name", progress=False)
+    by_name_meta = json.loads((by_name / "best.json").read_text())["training"]
+    assert by_name_meta["train_pairs"] == len(names) - 2 + 3 and "copies" not in by_name_meta["excluded_by_split"]
+    assert any("caught only with exclude_split_data" in r.getMessage() for r in caplog.records)
+
+    with pytest.raises(ConfigError, match="give that too"):
+        _tiny(image_size=128, exclude_split_data=str(SAMPLE))
+    with pytest.raises(ConfigError, match="image_size >= 128"):
+        _tiny(exclude_split=str(manifest), exclude_split_data=str(SAMPLE))
+    with pytest.raises(ConfigError, match="val/test images are missing or unreadable there"):
+        train_segmenter(_tiny(image_size=128, exclude_split=str(manifest), exclude_split_data=str(other)), [VP],
+                        tmp_path / "wrong-root", progress=False)

@@ -157,3 +157,34 @@ def duplicate_pairs(images, hashes: np.ndarray | None = None, max_bits: int = 4,
         if progress is not None and (k % 500 == 0 or k == len(cands) - 1):
             progress(k + 1, len(cands))
     return out
+
+
+def copies_across(images_a, images_b, hashes_a: np.ndarray | None = None, hashes_b: np.ndarray | None = None,
+                  max_bits: int = 4, min_detail: float = MIN_DETAIL_CORR, chunk: int = 512) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, detail similarity): image i of `images_a` is a copy of image j of `images_b`.
+
+    The same two stages and thresholds as `duplicate_pairs`, with candidates only between the two sets (for
+    example another source's images against a split's validation and test images), so pairs within either set
+    cost nothing. Give both hashes (dHashes of the full images) or neither.
+    """
+    ta, tb = [thumbnail(im) for im in images_a], [thumbnail(im) for im in images_b]
+    if not ta or not tb:
+        return []
+    sa, sb = np.stack([coarse_signature(t) for t in ta]), np.stack([coarse_signature(t) for t in tb])
+    use_bits = hashes_a is not None and hashes_b is not None and len(hashes_a) and len(hashes_b)
+    shifted: dict[int, _Shifted] = {}
+    out = []
+    for start in range(0, len(sa), chunk):
+        hit = sa[start : start + chunk] @ sb.T >= CANDIDATE_CORR
+        bits = np.full(hit.shape, 256)
+        if use_bits:
+            bits = _popcount(hashes_a[start : start + chunk, None, :] ^ hashes_b[None, :, :]).sum(-1)
+            hit |= bits <= CANDIDATE_BITS
+        for i, j in zip(*np.nonzero(hit)):
+            i, j = int(i), int(j)
+            if j not in shifted:
+                shifted[j] = _Shifted(detail(tb[j]), MAX_SHIFT, SCALES)
+            score = _similarity(_core(detail(ta[start + i]), MAX_SHIFT), shifted[j])
+            if score >= min_detail or bits[i, j] <= max_bits:
+                out.append((start + i, j, round(score, 4)))
+    return out

@@ -43,6 +43,8 @@ def segment_group() -> None:
 @click.option("--max-pairs", type=int, help="At most this many pairs per folder (quick trials).")
 @click.option("--exclude-split", type=click.Path(), help="A classifier's split manifest: leave out the training "
               "pairs whose image it puts in val or test, matched by path (for a U-Net that will start that classifier).")
+@click.option("--exclude-split-data", type=click.Path(), help="The dataset folder of --exclude-split's manifest: also "
+              "leave out copies of its val/test images under other names (found by content, e.g. in COVID-QU-Ex).")
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast [on].")
 @click.option("--augment/--no-augment", default=None)
 @click.option("--threads", type=int, help="CPU threads (default: torch's).")
@@ -50,14 +52,15 @@ def segment_group() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch (its saved settings).")
 def train_cmd(data, holdout_data, val, out, holdout_frac, epochs, batch_size, lr, image_size, channels, num_res_units,
-              seed, split_seed, max_pairs, exclude_split, amp, augment, threads, device, overwrite, resume) -> None:
+              seed, split_seed, max_pairs, exclude_split, exclude_split_data, amp, augment, threads, device, overwrite, resume) -> None:
     """Train the lung U-Net (Dice + BCE); the best epoch by validation Dice is kept."""
     from .train import SegTrainConfig, train_segmenter
 
     cfg = SegTrainConfig.from_dict({
         "holdout_frac": holdout_frac, "epochs": epochs, "batch_size": batch_size, "lr": lr, "image_size": image_size,
         "channels": _channels(channels), "num_res_units": num_res_units, "seed": seed, "split_seed": split_seed,
-        "max_pairs": max_pairs, "exclude_split": exclude_split, "amp": amp, "augment": augment, "threads": threads, "device": device,
+        "max_pairs": max_pairs, "exclude_split": exclude_split,
+        "exclude_split_data": exclude_split_data, "amp": amp, "augment": augment, "threads": threads, "device": device,
     })
     run = train_segmenter(cfg, list(data), out, list(holdout_data), list(val), overwrite=overwrite, progress=True,
                           resume=resume)

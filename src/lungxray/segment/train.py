@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.duplicates import MIN_SIDE
 from ..data.transforms import random_affined, random_intensity
 from .. import runs
 from ..checkpoint import load_state, verify_state
@@ -35,6 +36,9 @@ from .inference import Segmenter
 from .model import LungUNet, save_segmenter, unet_args
 
 log = logging.getLogger(__name__)
+HELD_SIZE = 256
+"""Side at which a split's held images are kept to find their copies (any side >= duplicates.MIN_SIDE works: the
+detector compares 64x64 thumbnails)."""
 
 
 @dataclass
@@ -73,7 +77,12 @@ class SegTrainConfig:
     """A classifier's split manifest: leave out every training pair whose image it puts in `val` or `test`, matched
     by path (the manifest's dataset-relative path ends the image's path), so a U-Net that starts that classifier
     (`pretrained = "RUN"`) has not trained on those files. `--val` folders are filtered the same way (without
-    being counted in the metadata). Copies under other names (COVID-QU-Ex) are not caught. "" = use every pair."""
+    being counted in the metadata). Copies under other names (COVID-QU-Ex) are caught only with
+    `exclude_split_data`. "" = use every pair."""
+    exclude_split_data: str = ""
+    """With `exclude_split`: the dataset folder its paths are relative to. Then pairs whose image is a copy of a
+    held (val/test) image under another name are left out too, found by content with the detector that groups
+    copies when the split is made (`data.duplicates`): COVID-QU-Ex holds such copies of the Radiography Database."""
 
     def validate(self) -> "SegTrainConfig":
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
@@ -85,6 +94,14 @@ class SegTrainConfig:
             raise ConfigError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
         if self.exclude_split and not Path(self.exclude_split).is_file():
             raise ConfigError(f"exclude_split={self.exclude_split}: no such split manifest (make one with `lungxray data split`)")
+        if self.exclude_split_data and not self.exclude_split:
+            raise ConfigError("exclude_split_data names the dataset of an exclude_split manifest: give that too")
+        if self.exclude_split_data and self.image_size < MIN_SIDE:
+            raise ConfigError(f"exclude_split_data finds copies by their fine detail, which needs image_size >= "
+                              f"{MIN_SIDE} (got {self.image_size})")
+        if self.exclude_split_data and not Path(self.exclude_split_data).is_dir():
+            raise ConfigError(f"exclude_split_data={self.exclude_split_data}: no such folder (the dataset the split "
+                              "manifest's paths are relative to)")
         return self
 
     def to_dict(self) -> dict:
@@ -115,14 +132,52 @@ class SplitExclusion:
     """Paths in `val` or `test`."""
     named: frozenset[str]
     """Every path."""
+    held_images: np.ndarray | None = None
+    """With the manifest's dataset: the held images, uint8 at the U-Net's size, to find copies by content."""
+    held_hashes: np.ndarray | None = None
+    """Their dHashes (of the full images, as `segment.data.read_pair` hashes a pair's image)."""
 
     @classmethod
-    def read(cls, manifest: str | Path) -> "SplitExclusion":
+    def read(cls, manifest: str | Path, data: str | Path | None = None, progress: bool = False) -> "SplitExclusion":
+        """Read `manifest`; with `data` (its dataset folder) also decode its val/test images for `copies_in`."""
         from ..data.split import manifest_fingerprint, read_manifest
 
         rows = read_manifest(manifest)
-        return cls(Path(manifest).name, manifest_fingerprint(rows),
-                   frozenset(r.path for r in rows if r.split in ("val", "test")), frozenset(r.path for r in rows))
+        held = sorted(r.path for r in rows if r.split in ("val", "test"))
+        images = hashes = None
+        if data is not None:
+            images, hashes = _read_held(Path(data), held, (HELD_SIZE, HELD_SIZE), progress)
+        return cls(Path(manifest).name, manifest_fingerprint(rows), frozenset(held), frozenset(r.path for r in rows),
+                   images, hashes)
+
+    def copies_in(self, ps: PairSet) -> list[int]:
+        """Indices of `ps` whose image is a copy (by content) of a held image; [] without the held images."""
+        if self.held_images is None or not len(ps):
+            return []
+        from ..data.duplicates import copies_across
+
+        return sorted({i for i, _, _ in copies_across(ps.images, self.held_images, ps.hashes, self.held_hashes)})
+
+
+def _read_held(root: Path, paths: list[str], size: tuple[int, int], progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    from ..data.hashing import dhash
+    from ..data.io import read_image, resize_image, to_uint8
+    from ..errors import ImageReadError
+    from ..progress import bar as progress_bar
+
+    images, hashes, missing = [], [], []
+    for rel in progress_bar(paths, desc="reading the split's val/test images", unit="img", enabled=progress):
+        try:
+            image = read_image(root / rel)
+        except (ImageReadError, OSError):
+            missing.append(rel)
+            continue
+        images.append(to_uint8(resize_image(image, size)))
+        hashes.append(dhash(image))
+    if missing:
+        raise ConfigError(f"exclude_split_data={root}: {len(missing)} of the split's {len(paths)} val/test images are "
+                          f"missing or unreadable there (first {missing[0]}); is it the folder the manifest was made for?")
+    return np.stack(images), np.stack(hashes)
 
 
 def _named_in(image: Path, paths: frozenset[str]) -> bool:
@@ -132,15 +187,18 @@ def _named_in(image: Path, paths: frozenset[str]) -> bool:
 
 
 def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool,
-                 exclusion: SplitExclusion | None = None, excluded: dict[str, int] | None = None) -> PairSet:
-    """Decode a folder's pairs, without those `exclusion` holds out (counted per source into `excluded`)."""
+                 exclusion: SplitExclusion | None = None, excluded: dict[str, int] | None = None,
+                 copies_out: dict[str, int] | None = None) -> PairSet:
+    """Decode a folder's pairs, without those `exclusion` holds out: by name (counted per source into `excluded`)
+    and, when it has the held images, copies of them by content (counted into `copies_out`)."""
     name = source_name(path)
     pairs = find_pairs(path, name)
     if exclusion is not None:
         kept = [p for p in pairs if not _named_in(p.image, exclusion.held)]
-        if not any(_named_in(p.image, exclusion.named) for p in pairs):
+        if exclusion.held_images is None and not any(_named_in(p.image, exclusion.named) for p in pairs):
             log.warning("exclude_split=%s: none of the %d pairs of %s is named in it, so nothing could be left out "
-                        "of them (copies under other names are not caught)", cfg.exclude_split, len(pairs), name)
+                        "of them (copies under other names are caught only with exclude_split_data)",
+                        cfg.exclude_split, len(pairs), name)
         if excluded is not None:
             excluded[name] = excluded.get(name, 0) + len(pairs) - len(kept)
         if not kept:
@@ -148,7 +206,15 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
         pairs = kept
     if cfg.max_pairs:
         pairs = pairs[: cfg.max_pairs]
-    return load_pairs(pairs, size, progress, desc=f"reading {name}")
+    ps = load_pairs(pairs, size, progress, desc=f"reading {name}")
+    copies = exclusion.copies_in(ps) if exclusion is not None else []
+    if copies_out is not None and exclusion is not None and exclusion.held_images is not None:
+        copies_out[name] = copies_out.get(name, 0) + len(copies)
+    if copies:
+        if len(copies) == len(ps):
+            raise ConfigError(f"{path}: every pair is a copy of a validation or test image of {cfg.exclude_split}")
+        ps = ps.subset(np.setdiff1d(np.arange(len(ps)), copies))
+    return ps
 
 
 def _concat(sets: list[PairSet]) -> PairSet:
@@ -246,14 +312,16 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
     t_start = time.perf_counter()
 
     # Data: all decoded once into memory.
-    exclusion = SplitExclusion.read(cfg.exclude_split) if cfg.exclude_split else None
+    exclusion = (SplitExclusion.read(cfg.exclude_split, cfg.exclude_split_data or None, progress)
+                 if cfg.exclude_split else None)
     excluded: dict[str, int] = {}  # pairs left out per training source because a classifier validates or tests on them
-    train_sets = [_load_source(d, size, cfg, progress, exclusion, excluded) for d in data]
+    copies: dict[str, int] = {}  # ... because their image is a copy of one it validates or tests on, by content
+    train_sets = [_load_source(d, size, cfg, progress, exclusion, excluded, copies) for d in data]
     train_hashes = np.concatenate([s.hashes for s in train_sets]) if train_sets else np.zeros((0, 4), np.uint64)
     val_sets: dict[str, PairSet] = {}
     heldout_meta: dict[str, dict] = {}
     for d in holdout_data:
-        full = _load_source(d, size, cfg, progress, exclusion, excluded)
+        full = _load_source(d, size, cfg, progress, exclusion, excluded, copies)
         tr, held = holdout_split(full, cfg.holdout_frac, cfg.split_seed, others=train_hashes)
         train_sets.append(full.subset(tr))
         name = f"{source_name(d)} (held out)"
@@ -284,7 +352,9 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         "validation_sources": {k: len(v) for k, v in val_sets.items()},
         "heldout": heldout_meta,
         **({"excluded_by_split": {"manifest": exclusion.manifest, "fingerprint": exclusion.fingerprint,
-                                  "pairs": excluded}} if exclusion is not None else {}),
+                                  "pairs": excluded,
+                                  **({"copies": copies} if exclusion.held_images is not None else {})}}
+            if exclusion is not None else {}),
         "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
         "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
     }
