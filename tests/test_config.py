@@ -66,9 +66,10 @@ def test_top_level_recipes_load_and_describe_themselves(path):
 
 
 def test_quick_recipe_is_lung_only_like_the_default_and_short():
-    quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs.toml")
-    # The same lung step as the shipped default (only size and length differ), so a quick model is not a
-    # whole-image model that reads the hospital.
+    quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs-enc.toml")
+    # The same lung step and network as the shipped default (only size, length and the packaged pretrained start
+    # differ), so a quick model is not a whole-image model that reads the hospital.
     for key in ("masks", "lung_crop", "lung_margin", "mask_dilate", "model"):
         assert getattr(quick, key) == getattr(shipped, key), key
+    assert quick.pretrained == "lung-encoder"  # shipped with the package: no pretraining step, no download
     assert quick.image_size * quick.image_size * quick.epochs < shipped.image_size ** 2 * shipped.epochs / 8

@@ -280,6 +280,7 @@ def test_the_shipped_lung_encoder_left_out_the_default_splits_val_and_test_image
     assert left_out["fingerprint"] == manifest_fingerprint(rows)
     held_vp = sum(1 for r in rows if r.label == "Viral Pneumonia" and r.split in ("val", "test"))
     assert sum(left_out["pairs"].values()) == held_vp  # every Viral Pneumonia val/test image with a mask went
+    assert "copies" in left_out  # and copies under other names were looked for by content (exclude_split_data)
 
 
 def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_trains(tmp_path):
