@@ -5,7 +5,8 @@ again, crops and masks it, exactly as in use).
     python tools/blackout_check.py --model runs/lungs --model runs/OTHER \
         --data ../shared/data/covid19-radiography --split configs/splits/covid19-radiography-v2-seed0.csv
 
-For each model, on the test split: accuracy and COVID-versus-rest AUC with the whole image and with the lungs
+For each model, on the test split (or, with `--subset val`, the validation split: for choosing between recipes
+without looking at test): accuracy and COVID-versus-rest AUC with the whole image and with the lungs
 blacked out (the shipped U-Net's masks, grown by 4 px), and the share of COVID films still called COVID.
 """
 
@@ -31,9 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="../shared/data/covid19-radiography")
     ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
     ap.add_argument("--grow", type=int, default=4, help="pixels the lung mask is grown by before blacking out")
+    ap.add_argument("--subset", choices=("test", "val"), default="test", help="which split's images [test]")
     args = ap.parse_args(argv)
     with open(args.split, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+        rows = [r for r in csv.DictReader(fh) if r["split"] == args.subset]
     seg = Segmenter.load()
     images = [read_image(Path(args.data) / r["path"]) for r in rows]
     blacked = []
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             grown = dilate_mask(torch.from_numpy(np.asarray(m, np.float32))[None, None], args.grow)[0, 0].numpy()
             blacked.append(img * (1.0 - grown))
     chance = max(np.mean([r["label"] == c for r in rows]) for c in {r["label"] for r in rows})
-    print(f"test split: {len(rows)} images, chance (majority class) {chance:.1%}; lungs grown by {args.grow} px")
+    print(f"{args.subset} split: {len(rows)} images, chance (majority class) {chance:.1%}; lungs grown by {args.grow} px")
     print(f"{'model':<26} {'input':<16} {'accuracy':>8} {'COVID-vs-rest AUC':>17} {'COVID called COVID':>18}")
     for model in args.model:
         pred = Predictor.load(model)
