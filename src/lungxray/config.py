@@ -74,15 +74,17 @@ class TrainConfig:
     same time."""
     low_res_epochs: int = 0
     pretrained: str = ""
-    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, "imagenet", "segmenter" (the shipped lung U-Net, for model lungenc) or "lung-encoder" (the shipped U-Net encoder that left out the default split's validation and test images, for model lungenc); "" = random."""
+    """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, "imagenet",
+    "segmenter" (the shipped lung U-Net, for model lungenc) or "lung-encoder" (the shipped U-Net encoder that left
+    out the default split's validation and test images, for model lungenc); "" = random."""
     freeze: str = ""
     """Comma-separated parts of the network left as they start, e.g. "encoder.0,encoder.1" (names as in the run's
-    layer table, without "body."): their weights get no gradient and their batch-norm statistics stay as loaded.
-    Meant for a pretrained start; "" = train everything."""
+    layer table, without "body."): their weights get no gradient (and their batch-norm statistics stay as loaded
+    unless `freeze_bn = false`). Meant for a pretrained start; "" = train everything."""
     freeze_bn: bool = True
     """With `freeze`: keep the frozen parts' batch-norm statistics as loaded (true), or let them follow the new
-    images (false: those layers normalise each training batch by its own statistics and update their running ones,
-    their weights still fixed and no gradient computed through them)."""
+    images (false: those layers normalise each training batch by its own statistics and update their running ones;
+    their weights stay fixed)."""
     calibrate: bool = True
     """Fit a softmax temperature on the validation split after training (stored in the checkpoint metadata)."""
     seed: int = 0

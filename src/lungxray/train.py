@@ -192,7 +192,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
          device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None,
-         frozen: list[torch.nn.Module] = ()) -> Path:
+         frozen: tuple[torch.nn.Module, ...] | list[torch.nn.Module] = ()) -> Path:
     ctx = ctx or DistContext()
     view = cfg.lung_view()
     use_amp = autocast_enabled(cfg.amp, device)

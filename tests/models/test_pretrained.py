@@ -246,6 +246,8 @@ def test_an_exported_encoder_is_the_u_nets_encoder_in_fp16_and_keeps_what_it_lef
     assert all(t.dtype == torch.float16 for k, t in tensors.items() if not k.endswith("num_batches_tracked"))
     meta = json.loads(dest.with_suffix(".json").read_text())
     assert meta["training"]["excluded_by_split"]["fingerprint"] == manifest_fingerprint(read_manifest(split))
+    assert str(tmp_path) not in dest.with_suffix(".json").read_text()  # no path of the training machine
+    assert meta["training"]["config"]["exclude_split"] == "split.csv"
     assert meta["source"]["run"] == "unet" and len(meta["source"]["sha256"]) == 64
 
     from_run, from_file = (create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1) for _ in range(2))
@@ -257,6 +259,10 @@ def test_an_exported_encoder_is_the_u_nets_encoder_in_fp16_and_keeps_what_it_lef
 
     with pytest.raises(ConfigError, match="exists"):
         export_unet_encoder(run, dest)
+    with pytest.raises(ConfigError, match="the U-Net it would be read from"):
+        export_unet_encoder(run, run / "best.safetensors", overwrite=True)
+    with pytest.raises(ConfigError, match="no such U-Net"):
+        export_unet_encoder(tmp_path / "nope", tmp_path / "x.safetensors")
     classifier = tmp_path / "clf"
     save_checkpoint(classifier / "best", create_model("xrnet", input_size=32), {})
     with pytest.raises(ConfigError, match="not a lung U-Net"):
@@ -280,7 +286,8 @@ def test_the_shipped_lung_encoder_left_out_the_default_splits_val_and_test_image
     assert left_out["fingerprint"] == manifest_fingerprint(rows)
     held_vp = sum(1 for r in rows if r.label == "Viral Pneumonia" and r.split in ("val", "test"))
     assert sum(left_out["pairs"].values()) == held_vp  # every Viral Pneumonia val/test image with a mask went
-    assert "copies" in left_out  # and copies under other names were looked for by content (exclude_split_data)
+    # and copies under other names, looked for by content (exclude_split_data): 66 in COVID-QU-Ex's Train folder
+    assert left_out["copies"] == {"covid-qu-ex-lungs/Train": 66, "covid19-radiography/Viral Pneumonia": 0}
 
 
 def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_trains(tmp_path):
@@ -301,6 +308,16 @@ def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_
     assert not torch.equal(before["body.encoder.2.conv.unit0.adn.N.running_mean"],
                            after["body.encoder.2.conv.unit0.adn.N.running_mean"])
     assert json.loads((run / "config.json").read_text())["freeze"] == "encoder.0, encoder.1"
+    # A resumed run is frozen as it started.
+    frozen_cfg = {**tiny, "pretrained": str(start), "freeze": "encoder.0"}
+    train(load_config(None, {**frozen_cfg, "epochs": 1}), SAMPLE, tmp_path / "resumed", split_csv, progress=False)
+    resumed = train(load_config(None, {**frozen_cfg, "epochs": 2}), SAMPLE, tmp_path / "resumed", split_csv,
+                    resume=True, progress=False)
+    after = load_file(resumed / "last.safetensors")
+    assert json.loads((resumed / "last.json").read_text())["epoch"] == 2
+    for name, t in before.items():
+        if name.startswith("body.encoder.0."):
+            assert torch.equal(t, after[name]), f"{name} moved after --resume although frozen"
     # freeze_bn = false: the frozen weights stay, their batch-norm statistics follow the new images.
     adapted = train(load_config(None, {**tiny, "pretrained": str(start), "freeze": "encoder.0", "freeze_bn": False}),
                     SAMPLE, tmp_path / "adapted", split_csv, progress=False)

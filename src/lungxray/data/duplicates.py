@@ -167,12 +167,15 @@ def copies_across(images_a, images_b, hashes_a: np.ndarray | None = None, hashes
     example another source's images against a split's validation and test images), so pairs within either set
     cost nothing. Give both hashes (dHashes of the full images) or neither.
     """
+    if (hashes_a is None) != (hashes_b is None):
+        raise ValueError("give the dHashes of both sets or of neither")
     ta, tb = [thumbnail(im) for im in images_a], [thumbnail(im) for im in images_b]
     if not ta or not tb:
         return []
     sa, sb = np.stack([coarse_signature(t) for t in ta]), np.stack([coarse_signature(t) for t in tb])
     use_bits = hashes_a is not None and hashes_b is not None and len(hashes_a) and len(hashes_b)
     shifted: dict[int, _Shifted] = {}
+    cores: dict[int, np.ndarray] = {}
     out = []
     for start in range(0, len(sa), chunk):
         hit = sa[start : start + chunk] @ sb.T >= CANDIDATE_CORR
@@ -184,7 +187,9 @@ def copies_across(images_a, images_b, hashes_a: np.ndarray | None = None, hashes
             i, j = int(i), int(j)
             if j not in shifted:
                 shifted[j] = _Shifted(detail(tb[j]), MAX_SHIFT, SCALES)
-            score = _similarity(_core(detail(ta[start + i]), MAX_SHIFT), shifted[j])
+            if start + i not in cores:
+                cores[start + i] = _core(detail(ta[start + i]), MAX_SHIFT)
+            score = _similarity(cores[start + i], shifted[j])
             if score >= min_detail or bits[i, j] <= max_bits:
                 out.append((start + i, j, round(score, 4)))
     return out

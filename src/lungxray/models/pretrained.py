@@ -13,8 +13,10 @@ SOURCE is either a local file or folder, `imagenet`, `segmenter` or `lung-encode
   Pneumonia masks of the default split's validation and test images). For figures to report, train one with
   `segment train --exclude-split MANIFEST` and start from that run; `check_split` warns otherwise;
 - `lung-encoder`: such a U-Net's encoder, shipped (`weights/lung-encoder.safetensors`, fp16, written by
-  `export_unet_encoder` from the first step of `make train-default`): it left out the validation and test images
-  of the default split, so a classifier on that split can start from it without the pretraining step;
+  `export_unet_encoder` from the clean U-Net of docs/SEGMENTATION.md, trained on COVID-QU-Ex and the default
+  split's Viral Pneumonia training pairs with `--exclude-split --exclude-split-data`): it left out the validation
+  and test images of the default split and the copies of them that the split's detector finds, so a classifier on
+  that split can start from it without a pretraining step;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
   MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
 
@@ -145,11 +147,17 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
 
     from ..utils import read_json, write_json
 
-    src = _local_file(str(source))
+    src = Path(source)
+    if src.is_dir():
+        src = src / "best.safetensors"
+    if not src.is_file():
+        raise ConfigError(f"{source}: no such U-Net (give a `lungxray segment train` run folder or its .safetensors)")
     dest = Path(dest)
     if dest.suffix != ".safetensors":
         raise ConfigError(f"{dest}: the encoder is written as .safetensors (give a file name ending in it)")
     meta_dest = dest.with_suffix(".json")
+    if dest.resolve() == src.resolve() or meta_dest.resolve() == src.with_suffix(".json").resolve():
+        raise ConfigError(f"{dest}: that is the U-Net it would be read from; write the encoder elsewhere")
     existing = [p for p in (dest, meta_dest) if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
@@ -162,7 +170,10 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{src}: its metadata {src.with_suffix('.json').name} is missing or unreadable ({exc}); "
                           "export from a `lungxray segment train` run") from None
-    training = meta.get("training") or {}
+    training = dict(meta.get("training") or {})
+    if isinstance(training.get("config"), dict):  # paths as typed on the training machine: keep their names only
+        training["config"] = {k: (Path(v).name if k.startswith("exclude_split") and v else v)
+                              for k, v in training["config"].items()}
     keep = ("config", "data_fingerprint", "train_sources", "train_pairs", "validation_sources", "excluded_by_split",
             "best_epoch", "epochs_run", "seconds_total")
     info = {
@@ -198,7 +209,8 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
                     "one with `lungxray segment train --exclude-split SPLIT.csv` and start from it", report["source"])
     elif not info.get("fingerprint"):
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of %s, but its metadata "
-                    "has no fingerprint of that split (it predates them), so lungxray cannot check that it is this "
+                    "has no fingerprint of that split (it was trained before lungxray recorded one), so it cannot be "
+                    "checked that it is this "
                     "split", report["source"], info.get("manifest"))
     elif info["fingerprint"] != split_fingerprint:
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of another split (%s), "

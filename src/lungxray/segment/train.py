@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +120,7 @@ def source_name(path: str | Path) -> str:
     return "/".join(parts[-2:])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SplitExclusion:
     """A classifier's split manifest, read once for `exclude_split`: its dataset-relative (posix) paths."""
 
@@ -133,7 +133,7 @@ class SplitExclusion:
     named: frozenset[str]
     """Every path."""
     held_images: np.ndarray | None = None
-    """With the manifest's dataset: the held images, uint8 at the U-Net's size, to find copies by content."""
+    """With the manifest's dataset: the held images, uint8 at `HELD_SIZE`, to find copies by content."""
     held_hashes: np.ndarray | None = None
     """Their dHashes (of the full images, as `segment.data.read_pair` hashes a pair's image)."""
 
@@ -165,6 +165,8 @@ def _read_held(root: Path, paths: list[str], size: tuple[int, int], progress: bo
     from ..errors import ImageReadError
     from ..progress import bar as progress_bar
 
+    if not paths:
+        return np.zeros((0, *size), np.uint8), np.zeros((0, 4), np.uint64)
     images, hashes, missing = [], [], []
     for rel in progress_bar(paths, desc="reading the split's val/test images", unit="img", enabled=progress):
         try:
@@ -213,7 +215,7 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
     if copies:
         if len(copies) == len(ps):
             raise ConfigError(f"{path}: every pair is a copy of a validation or test image of {cfg.exclude_split}")
-        ps = ps.subset(np.setdiff1d(np.arange(len(ps)), copies))
+        ps = replace(ps.subset(np.setdiff1d(np.arange(len(ps)), copies)), skipped=ps.skipped)
     return ps
 
 
@@ -335,7 +337,7 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
             "files": [full.pairs[i].key for i in held],
         }
     for d in val_data:
-        val_sets[source_name(d)] = _load_source(d, size, cfg, progress, exclusion)
+        val_sets[source_name(d)] = _load_source(d, size, cfg, progress, exclusion, None, copies)
     train_set = _concat(train_sets)
     if len(train_set) == 0:
         raise ConfigError("no training pairs left")
