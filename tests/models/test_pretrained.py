@@ -183,18 +183,26 @@ def _manifest(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def test_a_segment_run_that_left_out_the_split_starts_lungenc_and_another_split_is_warned_about(tmp_path, caplog):
-    from lungxray.data.split import manifest_fingerprint, read_manifest
-    from lungxray.models.pretrained import check_split
+def _tiny_unet_leaving_out(tmp_path: Path, held_split: str) -> tuple[Path, Path]:
+    """A one-epoch tiny U-Net on the sample's Viral Pneumonia pairs, trained with --exclude-split of a manifest that
+    puts the first two in `held_split`. Returns (run folder, manifest)."""
     from lungxray.segment import SegTrainConfig, train_segmenter
 
     vp = SAMPLE / "Viral Pneumonia"
     names = sorted(p.name for p in (vp / "images").iterdir())
-    split = _manifest(tmp_path / "split.csv", [(f"Viral Pneumonia/images/{n}", "Viral Pneumonia", "test" if k < 2 else "train")
+    split = _manifest(tmp_path / "split.csv", [(f"Viral Pneumonia/images/{n}", "Viral Pneumonia", held_split if k < 2 else "train")
                                               for k, n in enumerate(names)])
     cfg = SegTrainConfig.from_dict({"image_size": 32, "channels": [4, 8, 16], "num_res_units": 1, "epochs": 1,
                                     "batch_size": 4, "holdout_frac": 0.0, "exclude_split": str(split), "amp": False})
-    run = train_segmenter(cfg, [vp], tmp_path / "unet", progress=False)
+    return train_segmenter(cfg, [vp], tmp_path / "unet", progress=False), split
+
+
+def test_a_segment_run_that_left_out_the_split_starts_lungenc_and_another_split_is_warned_about(tmp_path, caplog):
+    from lungxray.data.split import manifest_fingerprint, read_manifest
+    from lungxray.models.pretrained import check_split
+
+    run, split = _tiny_unet_leaving_out(tmp_path, "test")
+    names = sorted(p.name for p in (SAMPLE / "Viral Pneumonia" / "images").iterdir())
     model = create_model("lungenc", input_size=32, channels=[4, 8, 16], num_res_units=1)
     report = load_pretrained(model, run)
     assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]
@@ -229,15 +237,8 @@ def test_an_exported_encoder_is_the_u_nets_encoder_in_fp16_and_keeps_what_it_lef
     from lungxray.cli import main
     from lungxray.data.split import manifest_fingerprint, read_manifest
     from lungxray.models.pretrained import export_unet_encoder
-    from lungxray.segment import SegTrainConfig, train_segmenter
 
-    vp = SAMPLE / "Viral Pneumonia"
-    names = sorted(p.name for p in (vp / "images").iterdir())
-    split = _manifest(tmp_path / "split.csv", [(f"Viral Pneumonia/images/{n}", "Viral Pneumonia", "val" if k < 2 else "train")
-                                              for k, n in enumerate(names)])
-    cfg = SegTrainConfig.from_dict({"image_size": 32, "channels": [4, 8, 16], "num_res_units": 1, "epochs": 1,
-                                    "batch_size": 4, "holdout_frac": 0.0, "exclude_split": str(split), "amp": False})
-    run = train_segmenter(cfg, [vp], tmp_path / "unet", progress=False)
+    run, split = _tiny_unet_leaving_out(tmp_path, "val")
     dest = export_unet_encoder(run, tmp_path / "enc" / "lung-encoder.safetensors")
     tensors = load_file(dest)
     unet = load_file(run / "best.safetensors")
