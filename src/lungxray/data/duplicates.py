@@ -109,23 +109,28 @@ def detail_similarity(da: np.ndarray, db: np.ndarray, max_shift: int = MAX_SHIFT
     return _similarity(_core(da, max_shift), _Shifted(db, max_shift, scales))
 
 
+def _candidates(sig_a: np.ndarray, sig_b: np.ndarray, hashes_a: np.ndarray | None, hashes_b: np.ndarray | None,
+                min_corr: float, max_bits: int, chunk: int):
+    """Yield (i, j, dHash bits) for image i of set a and j of set b whose thumbnails correlate >= `min_corr` or
+    whose dHashes differ by <= `max_bits` bits (bits is 256 without hashes): the candidate stage, for one set
+    (a is b) or two."""
+    use_bits = hashes_a is not None and hashes_b is not None and len(hashes_a) and len(hashes_b)
+    for start in range(0, len(sig_a), chunk):
+        hit = sig_a[start : start + chunk] @ sig_b.T >= min_corr
+        bits = np.full(hit.shape, 256)
+        if use_bits:
+            bits = _popcount(hashes_a[start : start + chunk, None, :] ^ hashes_b[None, :, :]).sum(-1)
+            hit |= bits <= max_bits
+        for i, j in zip(*np.nonzero(hit)):
+            yield int(i) + start, int(j), int(bits[i, j])
+
+
 def candidate_pairs(signatures: np.ndarray, hashes: np.ndarray | None = None, min_corr: float = CANDIDATE_CORR,
                     max_bits: int = CANDIDATE_BITS, chunk: int = 1024) -> list[tuple[int, int, int]]:
     """Pairs (i, j, dHash bits) with i < j whose thumbnails correlate >= `min_corr` or whose dHashes differ
     by <= `max_bits` bits (bits is 256 when no hashes are given)."""
-    n = len(signatures)
-    out: list[tuple[int, int, int]] = []
-    for start in range(0, n, chunk):
-        hit = signatures[start : start + chunk] @ signatures.T >= min_corr
-        bits = np.full(hit.shape, 256)
-        if hashes is not None and len(hashes):
-            bits = _popcount(hashes[start : start + chunk, None, :] ^ hashes[None, :, :]).sum(-1)
-            hit |= bits <= max_bits
-        for i, j in zip(*np.nonzero(hit)):
-            i = int(i) + start
-            if i < j:
-                out.append((i, int(j), int(bits[i - start, j])))
-    return out
+    return [(i, j, bits) for i, j, bits in _candidates(signatures, signatures, hashes, hashes, min_corr, max_bits, chunk)
+            if i < j]
 
 
 def duplicate_pairs(images, hashes: np.ndarray | None = None, max_bits: int = 4,
@@ -173,23 +178,15 @@ def copies_across(images_a, images_b, hashes_a: np.ndarray | None = None, hashes
     if not ta or not tb:
         return []
     sa, sb = np.stack([coarse_signature(t) for t in ta]), np.stack([coarse_signature(t) for t in tb])
-    use_bits = hashes_a is not None and hashes_b is not None and len(hashes_a) and len(hashes_b)
     shifted: dict[int, _Shifted] = {}
     cores: dict[int, np.ndarray] = {}
     out = []
-    for start in range(0, len(sa), chunk):
-        hit = sa[start : start + chunk] @ sb.T >= CANDIDATE_CORR
-        bits = np.full(hit.shape, 256)
-        if use_bits:
-            bits = _popcount(hashes_a[start : start + chunk, None, :] ^ hashes_b[None, :, :]).sum(-1)
-            hit |= bits <= CANDIDATE_BITS
-        for i, j in zip(*np.nonzero(hit)):
-            i, j = int(i), int(j)
-            if j not in shifted:
-                shifted[j] = _Shifted(detail(tb[j]), MAX_SHIFT, SCALES)
-            if start + i not in cores:
-                cores[start + i] = _core(detail(ta[start + i]), MAX_SHIFT)
-            score = _similarity(cores[start + i], shifted[j])
-            if score >= min_detail or bits[i, j] <= max_bits:
-                out.append((start + i, j, round(score, 4)))
+    for i, j, bits in _candidates(sa, sb, hashes_a, hashes_b, CANDIDATE_CORR, CANDIDATE_BITS, chunk):
+        if j not in shifted:
+            shifted[j] = _Shifted(detail(tb[j]), MAX_SHIFT, SCALES)
+        if i not in cores:
+            cores[i] = _core(detail(ta[i]), MAX_SHIFT)
+        score = _similarity(cores[i], shifted[j])
+        if score >= min_detail or bits <= max_bits:
+            out.append((i, j, round(score, 4)))
     return out

@@ -118,11 +118,10 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
 
 def _segmenter_split(path: Path) -> dict | None:
     """What a U-Net's metadata (the .json beside its weights) says it left out by `--exclude-split`, if anything."""
-    import json
+    from ..utils import read_json
 
-    meta_path = path.with_suffix(".json")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(path.with_suffix(".json"))
     except (OSError, ValueError):
         return None
     return (meta.get("training") or {}).get("excluded_by_split")
@@ -210,8 +209,7 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
     elif not info.get("fingerprint"):
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of %s, but its metadata "
                     "has no fingerprint of that split (it was trained before lungxray recorded one), so it cannot be "
-                    "checked that it is this "
-                    "split", report["source"], info.get("manifest"))
+                    "checked that it is this split", report["source"], info.get("manifest"))
     elif info["fingerprint"] != split_fingerprint:
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of another split (%s), "
                     "not of this one", report["source"], info.get("manifest"))
