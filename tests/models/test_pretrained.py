@@ -341,3 +341,16 @@ def test_freeze_names_a_part_that_is_not_there_and_refuses_to_freeze_everything(
     assert parts == [model.body.encoder[0]]
     assert not any(p.requires_grad for p in model.body.encoder[0].parameters())
     assert all(p.requires_grad for p in model.body.encoder[1].parameters())
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"freeze": "encoder.9"}, "no part named 'encoder.9'"),
+    ({"pretrained": "runs/no-such-unet"}, "pretrained=runs/no-such-unet: no such file"),
+])
+def test_a_misnamed_part_or_start_fails_before_the_data_is_read(tmp_path, setting, message):
+    """On a first run at a size the split's loading segments every image (minutes): these mistakes surface first.
+    The data folder does not exist, so an error about it would mean the settings were checked too late."""
+    cfg = load_config(None, {"model": "lungenc", "image_size": 32, "epochs": 1, **setting})
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, tmp_path / "no-such-data", tmp_path / "run")
+    assert not (tmp_path / "run" / "split.csv").exists()

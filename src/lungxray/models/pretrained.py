@@ -215,6 +215,12 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
                     "not of this one", report["source"], info.get("manifest"))
 
 
+def check_source(source: str | Path) -> None:
+    """Raise ConfigError now if `source` names a local file or folder that cannot serve (before minutes of work)."""
+    if str(source).lower() not in ("imagenet", "segmenter", ENCODER_SOURCE):
+        _local_file(str(source))
+
+
 def _local_file(source: str) -> Path:
     p = Path(source).expanduser()
     if p.is_dir():
