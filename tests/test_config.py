@@ -71,5 +71,5 @@ def test_quick_recipe_is_lung_only_like_the_default_and_short():
     # differ), so a quick model is not a whole-image model that reads the hospital.
     for key in ("masks", "lung_crop", "lung_margin", "mask_dilate", "model"):
         assert getattr(quick, key) == getattr(shipped, key), key
-    assert quick.pretrained == "lung-encoder"  # shipped with the package: no pretraining step, no download
+    assert quick.pretrained == "lung-encoder-128"  # shipped with the package: no pretraining step, no download
     assert quick.image_size * quick.image_size * quick.epochs < shipped.image_size ** 2 * shipped.epochs / 8

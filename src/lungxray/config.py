@@ -75,8 +75,9 @@ class TrainConfig:
     low_res_epochs: int = 0
     pretrained: str = ""
     """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, "imagenet",
-    "segmenter" (the shipped lung U-Net, for model lungenc) or "lung-encoder" (the shipped U-Net encoder that left
-    out the default split's validation and test images, for model lungenc); "" = random."""
+    "segmenter" (the shipped lung U-Net, for model lungenc), "lung-encoder" (the shipped U-Net encoder that left
+    out the default split's validation and test images, for model lungenc) or "lung-encoder-128" (the same for small
+    inputs: trained at 128 px, also on the split's COVID and Normal training images); "" = random."""
     freeze: str = ""
     """Comma-separated parts of the network left as they start, e.g. "encoder.0,encoder.1" (names as in the run's
     layer table, without "body."): their weights get no gradient (and their batch-norm statistics stay as loaded

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file as load_file_st
 
 from lungxray.checkpoint import save_checkpoint
 from lungxray.config import load_config
@@ -274,21 +275,36 @@ def test_an_exported_encoder_is_the_u_nets_encoder_in_fp16_and_keeps_what_it_lef
     assert cli.exit_code == 0 and "--pretrained" in cli.output
 
 
-def test_the_shipped_lung_encoder_left_out_the_default_splits_val_and_test_images():
+@pytest.mark.parametrize("name, copies", [
+    ("lung-encoder", {"covid-qu-ex-lungs/Train": 66, "covid19-radiography/Viral Pneumonia": 0}),
+    # At 128 px the detector also took one pseudo-mask pair and one Viral Pneumonia pair for copies (left out).
+    ("lung-encoder-128", {"covid-qu-ex-lungs/Train": 66, "runs/pseudo-train": 1,
+                          "covid19-radiography/Viral Pneumonia": 1, "covid-qu-ex-lungs/Val": 20}),
+])
+def test_the_shipped_lung_encoders_left_out_the_default_splits_val_and_test_images(name, copies):
     from lungxray.data.split import manifest_fingerprint, read_manifest
 
     default_split = Path(__file__).resolve().parents[2] / "configs" / "splits" / "covid19-radiography-v2-seed0.csv"
     rows = read_manifest(default_split)
     model = create_model("lungenc", input_size=64)
-    report = load_pretrained(model, "lung-encoder")
-    assert report["file"] == "lung-encoder.safetensors"
+    report = load_pretrained(model, name)
+    assert report["file"] == f"{name}.safetensors"
     assert report["not_loaded"] == ["head.3.bias", "head.3.weight"]
     left_out = report["segmenter_split"]
     assert left_out["fingerprint"] == manifest_fingerprint(rows)
     held_vp = sum(1 for r in rows if r.label == "Viral Pneumonia" and r.split in ("val", "test"))
     assert sum(left_out["pairs"].values()) == held_vp  # every Viral Pneumonia val/test image with a mask went
     # and copies under other names, looked for by content (exclude_split_data): 66 in COVID-QU-Ex's Train folder
-    assert left_out["copies"] == {"covid-qu-ex-lungs/Train": 66, "covid19-radiography/Viral Pneumonia": 0}
+    assert left_out["copies"] == copies
+
+
+def test_the_two_shipped_encoders_differ_and_an_unknown_name_is_refused():
+    from lungxray.models.pretrained import default_encoder_path
+
+    a, b = (load_file_st(default_encoder_path(n)) for n in ("lung-encoder", "lung-encoder-128"))
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="not a shipped encoder"):
+        default_encoder_path("lung-encoder-64")
 
 
 def test_frozen_parts_keep_their_pretrained_weights_and_statistics_and_the_rest_trains(tmp_path):

@@ -1,6 +1,6 @@
 """Start training from pretrained weights instead of random ones (`lungxray train --pretrained SOURCE`).
 
-SOURCE is either a local file or folder, `imagenet`, `segmenter` or `lung-encoder`:
+SOURCE is either a local file or folder, `imagenet`, `segmenter`, `lung-encoder` or `lung-encoder-128`:
 
 - a lungxray run folder or `.safetensors` checkpoint (e.g. a model trained on more data or more classes:
   the backbone carries over, a head of another shape is left freshly initialised);
@@ -17,6 +17,9 @@ SOURCE is either a local file or folder, `imagenet`, `segmenter` or `lung-encode
   split's Viral Pneumonia training pairs with `--exclude-split --exclude-split-data`): it left out the validation
   and test images of the default split and the copies of them that the split's detector finds, so a classifier on
   that split can start from it without a pretraining step;
+- `lung-encoder-128`: the same kind of encoder for small inputs (the quick recipe's 96 px), from a U-Net trained at
+  128 px on the same pairs plus the default split's COVID and Normal training images, their masks predicted by the
+  clean U-Net (`tools/pseudo_masks.py`; training rows only), with the same exclusions;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
   MONAI), downloaded once into the cache. Offline, the error says which file to fetch and how to pass it.
 
@@ -48,6 +51,8 @@ IMAGENET_URLS = {
 }
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 ENCODER_SOURCE = "lung-encoder"
+# The encoders that ship in lungxray/weights/ (NAME.safetensors + NAME.json), by the name `pretrained=` takes.
+SHIPPED_ENCODERS = (ENCODER_SOURCE, "lung-encoder-128")
 ENCODER_FORMAT = "lungxray-unet-encoder/1"
 # The lung U-Net's encoder (segment/unet.py, MONAI's layout): level K's down unit sits under K nested
 # "1.submodule." hops, then "0." (the bottleneck, the deepest level, has no "0."); "2." is a decoder unit.
@@ -70,8 +75,8 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
         from ..segment.inference import default_segmenter_path
 
         path = default_segmenter_path()
-    elif source.lower() == ENCODER_SOURCE:
-        path = default_encoder_path()
+    elif source.lower() in SHIPPED_ENCODERS:
+        path = default_encoder_path(source.lower())
     else:
         path = _local_file(source)
     raw = _read_state(path)
@@ -127,11 +132,13 @@ def _segmenter_split(path: Path) -> dict | None:
     return (meta.get("training") or {}).get("excluded_by_split")
 
 
-def default_encoder_path() -> Path:
-    """The shipped lung U-Net encoder (`lungxray/weights/lung-encoder.safetensors`)."""
+def default_encoder_path(name: str = ENCODER_SOURCE) -> Path:
+    """A shipped lung U-Net encoder (`lungxray/weights/<name>.safetensors`, `name` one of `SHIPPED_ENCODERS`)."""
     from importlib import resources
 
-    return Path(str(resources.files("lungxray") / "weights" / f"{ENCODER_SOURCE}.safetensors"))
+    if name not in SHIPPED_ENCODERS:
+        raise ConfigError(f"{name!r} is not a shipped encoder (they are: {', '.join(SHIPPED_ENCODERS)})")
+    return Path(str(resources.files("lungxray") / "weights" / f"{name}.safetensors"))
 
 
 def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
@@ -217,7 +224,7 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
 
 def check_source(source: str | Path) -> None:
     """Raise ConfigError now if `source` names a local file or folder that cannot serve (before minutes of work)."""
-    if str(source).lower() not in ("imagenet", "segmenter", ENCODER_SOURCE):
+    if str(source).lower() not in ("imagenet", "segmenter", *SHIPPED_ENCODERS):
         _local_file(str(source))
 
 
@@ -230,7 +237,7 @@ def _local_file(source: str) -> Path:
         return cand
     if not p.is_file():
         raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, "
-                          "a weights-only .pt/.pth state dict, 'imagenet', 'segmenter' or 'lung-encoder')")
+                          "a weights-only .pt/.pth state dict, 'imagenet', 'segmenter', 'lung-encoder' or 'lung-encoder-128')")
     return p
 
 
