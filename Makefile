@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv wheel clean train-default train-encoder
+.PHONY: demo test venv wheel clean train-default train-encoder train-encoder-128
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,13 +37,25 @@ QUEX ?= ../shared/data/covid-qu-ex-lungs
 train-default: $(STAMP)
 	$(VENV)/bin/lungxray train --data $(DATA) --split $(SPLIT) --config configs/lungs-enc-clean.toml --out runs/lungs-enc-clean
 
-# The shipped lung encoder (docs/RESULTS.md, issue 15): a lung U-Net on COVID-QU-Ex Train and the split's Viral
-# Pneumonia training pairs, the split's validation and test images and their copies left out; then its encoder.
+# The shipped lung encoders, remade into runs/ (the shipped files are left alone: the default classifier records the
+# sha256 of the one it started from). To train from a remade one: --pretrained runs/lung-encoder.safetensors.
+# train-encoder: a lung U-Net on COVID-QU-Ex Train and the split's Viral Pneumonia training pairs, the split's
+# validation and test images and their copies left out (docs/RESULTS.md, issue 15, session 10).
 train-encoder: $(STAMP)
 	$(VENV)/bin/lungxray segment train --data $(QUEX)/Train --holdout-data "$(DATA)/Viral Pneumonia" \
 	    --holdout-frac 0.2 --val $(QUEX)/Val --exclude-split $(SPLIT) --exclude-split-data $(DATA) --epochs 10 \
 	    --out runs/lung-unet-clean
-	$(VENV)/bin/lungxray segment export-encoder runs/lung-unet-clean src/lungxray/weights/lung-encoder.safetensors --overwrite
+	$(VENV)/bin/lungxray segment export-encoder runs/lung-unet-clean runs/lung-encoder.safetensors
+
+# train-encoder-128 (the quick recipe's start; after train-encoder): the same pairs plus the split's COVID and
+# Normal training images with masks predicted by train-encoder's U-Net, at 128 px (issue 15, session 11).
+train-encoder-128: $(STAMP)
+	$(PY) tools/pseudo_masks.py --split $(SPLIT) --data $(DATA) --label COVID --label Normal \
+	    --weights runs/lung-unet-clean --out runs/pseudo-train
+	$(VENV)/bin/lungxray segment train --data $(QUEX)/Train --data runs/pseudo-train \
+	    --holdout-data "$(DATA)/Viral Pneumonia" --holdout-frac 0.2 --val $(QUEX)/Val --exclude-split $(SPLIT) \
+	    --exclude-split-data $(DATA) --image-size 128 --batch-size 16 --epochs 8 --out runs/lung-unet-pseudo
+	$(VENV)/bin/lungxray segment export-encoder runs/lung-unet-pseudo runs/lung-encoder-128.safetensors
 
 clean:
 	rm -rf $(VENV) runs test_results .pytest_cache build dist

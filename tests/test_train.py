@@ -301,3 +301,26 @@ def test_mixup_trains_on_both_labels_of_each_blend(split_csv, tmp_path, monkeypa
 def test_negative_mixup_is_refused():
     with pytest.raises(ConfigError, match="mixup must be >= 0"):
         _cfg(mixup=-0.2)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"freeze": "encoder.9"}, "no part named 'encoder.9'"),
+    ({"pretrained": "runs/no-such-unet"}, "pretrained=runs/no-such-unet: no such file"),
+])
+def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_touched(tmp_path, monkeypatch,
+                                                                                    setting, message):
+    """On a first run at a size the split's loading segments every image (minutes), and overwrite=True clears the
+    old run: these mistakes must surface before either."""
+    def load_split(*args, **kwargs):
+        raise AssertionError("the split was loaded before the settings were checked")
+
+    monkeypatch.setattr(train_module, "load_split", load_split)
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "best.safetensors").write_bytes(b"an earlier run")
+    cfg = load_config(None, {"model": "lungenc", "image_size": 32, "epochs": 1, **setting})
+    before = torch.random.get_rng_state()
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, SAMPLE, old, overwrite=True)
+    assert (old / "best.safetensors").read_bytes() == b"an earlier run"
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -136,6 +136,8 @@ def train(
 
 def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
            force: bool = False) -> Path:
+    if not resume:  # before prepare_run_dir: with overwrite=True a bad setting must not cost the old run
+        _check_early(cfg, (cfg.image_size, cfg.image_size))
     if ctx.is_main:
         runs.prepare_run_dir(out, resume, overwrite)
     ctx.barrier()
@@ -152,8 +154,6 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         # Ranks share the machine's cores: one rank per core avoids oversubscription (per node: LOCAL_WORLD_SIZE).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))))
     size = (cfg.image_size, cfg.image_size)
-    if state is None:
-        _check_early(cfg, size)
     split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
                        cache_dir=cache_dir, progress=progress, masks=cfg.masks)
     train_idx, val_idx = split.indices("train"), split.indices("val")
@@ -193,14 +193,15 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
 
 def _check_early(cfg, size: tuple[int, int]) -> None:
-    """Fail on a misnamed `freeze` part or a missing `pretrained` file before the split loads (a first run at a
-    size segments and caches every image, minutes), not after."""
+    """Fail on a misnamed `freeze` part or a missing `pretrained` file before the run folder is prepared and the
+    split loads (a first run at a size segments and caches every image, minutes), not after."""
     if cfg.pretrained:
         from .models.pretrained import check_source
 
         check_source(cfg.pretrained)
     if cfg.freeze:
-        freeze_parts(create_model(cfg.model, input_size=size, classes=cfg.classes, **cfg.model_args), cfg.freeze)
+        with torch.random.fork_rng(devices=[]):  # a throwaway model must not move the caller's random state
+            freeze_parts(create_model(cfg.model, input_size=size, classes=cfg.classes, **cfg.model_args), cfg.freeze)
 
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,

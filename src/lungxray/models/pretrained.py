@@ -53,6 +53,8 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 ENCODER_SOURCE = "lung-encoder"
 # The encoders that ship in lungxray/weights/ (NAME.safetensors + NAME.json), by the name `pretrained=` takes.
 SHIPPED_ENCODERS = (ENCODER_SOURCE, "lung-encoder-128")
+# Every SOURCE that is a name rather than a path (the one list the checks and messages below use).
+NAMED_SOURCES = ("imagenet", "segmenter", *SHIPPED_ENCODERS)
 ENCODER_FORMAT = "lungxray-unet-encoder/1"
 # The lung U-Net's encoder (segment/unet.py, MONAI's layout): level K's down unit sits under K nested
 # "1.submodule." hops, then "0." (the bottleneck, the deepest level, has no "0."); "2." is a decoder unit.
@@ -112,7 +114,7 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
              ", ".join(left[:6]) + (" ..." if len(left) > 6 else ""))
     return {
         "source": source,
-        **({"segmenter_split": _segmenter_split(path)} if from_unet else {}),
+        **({"segmenter_split": segmenter_split(path)} if from_unet else {}),
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "loaded": n_loaded,
@@ -121,7 +123,7 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
     }
 
 
-def _segmenter_split(path: Path) -> dict | None:
+def segmenter_split(path: Path) -> dict | None:
     """What a U-Net's metadata (the .json beside its weights) says it left out by `--exclude-split`, if anything."""
     from ..utils import read_json
 
@@ -149,9 +151,9 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
     architecture, the file it came from (sha256), what it trained on and what it left out (`excluded_by_split`,
     read by `check_split`), and its validation Dice. Returns the written weights' path.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from ..utils import read_json, write_json
+    from ..utils import atomic_write_bytes, read_json, write_json
 
     src = Path(source)
     if src.is_dir():
@@ -196,7 +198,8 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in encoder.items()}
-    save_file(half, str(dest), metadata={"format": ENCODER_FORMAT})
+    # Through atomic_write_bytes: safetensors' save_file creates owner-only files, which a wheel would then carry.
+    atomic_write_bytes(dest, save(half, metadata={"format": ENCODER_FORMAT}))
     write_json(meta_dest, info)
     return dest
 
@@ -224,7 +227,7 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
 
 def check_source(source: str | Path) -> None:
     """Raise ConfigError now if `source` names a local file or folder that cannot serve (before minutes of work)."""
-    if str(source).lower() not in ("imagenet", "segmenter", *SHIPPED_ENCODERS):
+    if str(source).lower() not in NAMED_SOURCES:
         _local_file(str(source))
 
 
@@ -236,8 +239,8 @@ def _local_file(source: str) -> Path:
             raise ConfigError(f"pretrained={source}: a folder must be a lungxray run (no best.safetensors in it)")
         return cand
     if not p.is_file():
-        raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, "
-                          "a weights-only .pt/.pth state dict, 'imagenet', 'segmenter', 'lung-encoder' or 'lung-encoder-128')")
+        raise ConfigError(f"pretrained={source}: no such file (give a run folder, a .safetensors file, a weights-only "
+                          f".pt/.pth state dict, or one of {', '.join(repr(n) for n in NAMED_SOURCES)})")
     return p
 
 
