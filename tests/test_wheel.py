@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from lungxray.models.pretrained import SHIPPED_ENCODERS
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "examples" / "radiography-sample" / "Viral Pneumonia" / "images"
 
@@ -32,8 +34,6 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_the_shipped_weights_and_the_web_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    from lungxray.models.pretrained import SHIPPED_ENCODERS
-
     encoders = [f"lungxray/weights/{n}.{ext}" for n in SHIPPED_ENCODERS for ext in ("safetensors", "json")]
     for f in ("lungxray/weights/classifier.safetensors", "lungxray/weights/classifier.json",
               "lungxray/weights/classifier.ood.safetensors", "lungxray/weights/lung-unet.safetensors",

@@ -358,4 +358,3 @@ def test_freeze_names_a_part_that_is_not_there_and_refuses_to_freeze_everything(
     assert parts == [model.body.encoder[0]]
     assert not any(p.requires_grad for p in model.body.encoder[0].parameters())
     assert all(p.requires_grad for p in model.body.encoder[1].parameters())
-
