@@ -1,15 +1,14 @@
 """tools/agreement.py: per-run and ensemble accuracy and the count of runs wrong on each image, from saved predictions."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from toolmod import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("agreement", ROOT / "tools" / "agreement.py")
-agreement = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(agreement)
+agreement = load_tool("agreement")
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 

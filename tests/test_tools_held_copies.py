@@ -1,6 +1,5 @@
 """tools/held_copies.py: copies of a split's held images in another folder, by content, and their picture."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -9,12 +8,12 @@ from PIL import Image
 
 from lungxray.data.io import read_image
 
+from toolmod import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "radiography-sample"
 VP = SAMPLE / "Viral Pneumonia"
-_spec = importlib.util.spec_from_file_location("held_copies", ROOT / "tools" / "held_copies.py")
-held_copies = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(held_copies)
+held_copies = load_tool("held_copies")
 
 
 def test_a_renamed_re_export_of_a_held_image_is_listed_and_drawn(tmp_path, capsys):

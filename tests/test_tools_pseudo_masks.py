@@ -1,6 +1,5 @@
 """tools/pseudo_masks.py: predicted masks for a split's training images only, in the layout `segment train` reads."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -11,12 +10,12 @@ from PIL import Image
 from lungxray.segment.data import find_pairs, load_pairs
 from lungxray.utils import read_json
 
+from toolmod import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "radiography-sample"
 UNET = ROOT / "src" / "lungxray" / "weights" / "lung-unet.safetensors"
-_spec = importlib.util.spec_from_file_location("pseudo_masks", ROOT / "tools" / "pseudo_masks.py")
-pseudo_masks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pseudo_masks)
+pseudo_masks = load_tool("pseudo_masks")
 
 
 def _manifest(tmp_path: Path) -> tuple[Path, list[str], list[str]]:

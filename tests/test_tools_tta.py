@@ -1,14 +1,13 @@
 """tools/tta_check.py: the warps are what they say, and the averaged softmax is the model's own with one view."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
+from toolmod import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("tta_check", ROOT / "tools" / "tta_check.py")
-tta = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tta)
+tta = load_tool("tta_check")
 
 
 def test_identity_warp_leaves_the_image_and_others_move_it():
