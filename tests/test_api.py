@@ -84,6 +84,51 @@ def test_bad_input_gets_a_clear_error(model, bad, error, words) -> None:
         model.predict(bad)
 
 
+def test_inputs_that_used_to_slip_through(model, covid_png: Path, sample_dir: Path, tmp_path: Path) -> None:
+    gray = np.asarray(Image.open(covid_png).convert("L"))
+    reference = model.predict(covid_png).probabilities
+    # A folder is not one picture: an error, not the first file's result.
+    with pytest.raises(ImageReadError, match="is a folder"):
+        model.predict(sample_dir / "COVID" / "images")
+    # A PIL float image reads like the float array it holds (no stretch to its own min-max).
+    dim = gray.astype(np.float32) / 255.0 * 0.5
+    from_array, from_pil = model.predict(dim).probabilities, model.predict(Image.fromarray(dim, mode="F")).probabilities
+    assert all(from_pil[c] == pytest.approx(from_array[c], abs=1e-6) for c in model.classes)
+    with pytest.raises(ImageReadError, match=r"in \[0, 1\]"):
+        model.predict(Image.fromarray(dim * 4, mode="F"))
+    # bfloat16 / float16 tensors are read, not a TypeError (0.5-steps of 1/255 are exact in neither, so close only).
+    half = model.predict(torch.from_numpy(gray.astype(np.float32) / 255.0).to(torch.bfloat16)).probabilities
+    assert all(abs(half[c] - reference[c]) < 0.05 for c in model.classes)
+    # 12-bit data in 16 bits (a DICOM's raw pixel_array) would read as black: refused, as array, PIL image and file.
+    raw12 = (gray.astype(np.uint16) * 16)
+    png12 = tmp_path / "raw12.png"
+    Image.fromarray(raw12).save(png12)
+    for x in (raw12, Image.fromarray(raw12), png12):
+        with pytest.raises(ImageReadError, match="12-bit"):
+            model.predict(x)
+    # PIL images Pillow cannot convert, or that fail to load, give our error.
+    with pytest.raises(ImageReadError, match="mode LAB"):
+        model.predict(Image.new("LAB", (64, 64)))
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(covid_png.read_bytes()[:2000])
+    with pytest.raises(ImageReadError, match="cannot read this PIL image"):
+        model.predict(Image.open(truncated))
+    # Arrays get the size limit files get.
+    with pytest.raises(ImageReadError, match="more than"):
+        model.predict(np.zeros((2, 20000), np.uint8))
+    # In a list, a bad item is named by its position, bytes included.
+    with pytest.raises(ImageReadError, match="<item 1>"):
+        model.predict([covid_png.read_bytes(), b"junk"])
+
+
+def test_a_colour_photo_is_flagged_whatever_pil_mode_it_comes_in(model) -> None:
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    for im in (photo, photo.convert("CMYK"), photo.convert("YCbCr")):
+        r = model.predict(im)
+        assert r.ood["flagged"] and any("colour" in reason for reason in r.ood["reasons"]), im.mode
+
+
 def test_segment_returns_a_mask_of_the_input_size(covid_png: Path) -> None:
     mask = lungxray.segment(covid_png)
     assert mask.dtype == bool and mask.shape == (224, 224)

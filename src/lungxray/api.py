@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .data.io import _pil_to_float
+from .data.io import _pil_to_float, check_bit_depth
+from .data.limits import check_dims
 from .errors import ImageReadError
 from .predict import PredictionResult, Predictor
 
@@ -41,8 +42,7 @@ def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray 
         ImageReadError: the object is not a picture this function understands (its message says what is accepted).
     """
     if isinstance(x, Image.Image):
-        rgb = _rgb_thumbnail(np.asarray(x.convert("RGB"))) if x.mode in ("RGB", "RGBA", "P") else None
-        return _pil_to_float(x, name), rgb
+        return _from_pil(x, name)
     try:
         import torch
 
@@ -50,6 +50,8 @@ def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray 
             t = x.detach().cpu()
             if t.ndim == 3 and t.shape[0] in (1, 3):
                 t = t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)
+            if t.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; float32 holds both exactly
+                t = t.float()
             x = t.numpy()
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
@@ -61,11 +63,13 @@ def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray 
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
         raise ImageReadError(f"{name}: expected a 2-D grayscale or HxWx3 RGB array, got shape {arr.shape}")
+    check_dims(name, arr.shape[1], arr.shape[0])  # the limit every file reader applies
     if arr.dtype == np.uint8:
         u8 = arr
     elif arr.dtype == np.uint16:
         if arr.ndim == 3:
             raise ImageReadError(f"{name}: 16-bit colour arrays are not supported; give grayscale")
+        check_bit_depth(arr, name)
         return arr.astype(np.float32) / 65535.0, None
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
@@ -78,6 +82,19 @@ def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray 
         raise ImageReadError(f"{name}: unsupported array type {arr.dtype}; give uint8, uint16 or float in [0, 1]")
     img = Image.fromarray(np.ascontiguousarray(u8))
     return _pil_to_float(img, name), (_rgb_thumbnail(u8[:, :, :3]) if u8.ndim == 3 else None)
+
+
+def _from_pil(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PIL image, read as a file of the same pixels is read; a float ("F") image as a float array is."""
+    try:
+        if img.mode == "F":  # no file format we read gives "F": take its values as they are, like a float array
+            return to_grayscale(np.asarray(img, dtype=np.float32), name)
+        from .ood import COLOUR_MODES
+
+        rgb = _rgb_thumbnail(np.asarray(img.convert("RGB"))) if img.mode in COLOUR_MODES else None
+        return _pil_to_float(img, name), rgb
+    except (OSError, ValueError) as exc:  # a truncated lazy image, a mode Pillow cannot convert (LAB, La...)
+        raise ImageReadError(f"{name}: cannot read this PIL image (mode {img.mode}): {exc}") from None
 
 
 class Model:
@@ -109,6 +126,9 @@ class Model:
 
     def _one(self, x: Any, cam: bool, name: str) -> PredictionResult:
         if isinstance(x, (str, Path)):
+            if Path(x).is_dir():
+                raise ImageReadError(f"{x}: is a folder; predict takes one file (or a list of files). For a folder, "
+                                     f"pass sorted(Path({str(x)!r}).glob('*.png')) or run `lungxray predict {x}`")
             skipped: list[tuple[str, str]] = []
             results = list(self.predictor.predict_paths([x], cam=cam, skipped=skipped))
             if not results:
@@ -117,8 +137,9 @@ class Model:
         if isinstance(x, (bytes, bytearray, memoryview)):
             from .serve.images import decode_upload
 
-            image, rgb = decode_upload(bytes(x), "<bytes>")
-            return self.predictor.predict_array(image, name="<bytes>", cam=cam, rgb=rgb)
+            label = "<bytes>" if name == "<array>" else name
+            image, rgb = decode_upload(bytes(x), label)
+            return self.predictor.predict_array(image, name=label, cam=cam, rgb=rgb)
         image, rgb = to_grayscale(x, name)
         return self.predictor.predict_array(image, name=name, cam=cam, rgb=rgb)
 

@@ -134,12 +134,16 @@ def input_checks(image: np.ndarray, rgb: np.ndarray | None = None) -> list[str]:
     return reasons
 
 
+COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK", "YCbCr")
+"""PIL modes that can hold colour: the images the colour check reads (from a file or a PIL image alike)."""
+
+
 def read_rgb_thumbnail(path, size: int = 64) -> np.ndarray | None:
     """Small RGB version of a PNG/JPEG (a path or an open binary file) for the colour check (None for DICOM or
     unreadable files)."""
     try:
         with Image.open(path) as im:
-            if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+            if im.mode not in COLOUR_MODES:
                 return None
             im.draft("RGB", (size, size))
             return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0

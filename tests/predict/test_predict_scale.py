@@ -69,6 +69,23 @@ def test_resume_predicts_only_new_inputs(model, tmp_path, monkeypatch):
     assert seen == [] and third.resumed == 6 and len(_csv(out)) == 6
 
 
+def test_no_input_and_no_stranger_file_is_ever_overwritten(model, tmp_path):
+    folder = _folder(tmp_path, IMAGES[:2])
+    originals = {f.name: f.read_bytes() for f in folder.iterdir()}
+    # Writing into the input folder would put overlays over the X-rays: refused, even with overwrite or resume.
+    for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(ConfigError, match="one of the inputs"):
+            predict_to_folder([folder], folder, model, **kwargs)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == originals
+    # resume=True with no earlier predictions.csv is a fresh run: a user's own file there is not replaced.
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("my page")
+    with pytest.raises(ConfigError, match="found no predictions.csv"):
+        predict_to_folder([folder], out, model, resume=True)
+    assert (out / "index.html").read_text() == "my page" and not (out / "predictions.csv").exists()
+
+
 def test_interrupted_run_resumes_where_it_stopped(model, tmp_path, monkeypatch):
     folder = _folder(tmp_path, IMAGES)
     out = tmp_path / "out"

@@ -43,6 +43,18 @@ def test_a_tiny_png_declaring_8192_squared_pixels_is_refused_before_decoding(pre
     assert res.status_code == 413 and "8192x8192" in res.json()["detail"]
 
 
+def test_a_dicom_over_the_pixel_limit_is_refused_like_a_png(pred, dicom_bytes) -> None:
+    # 4200x4200 is within what the file reader accepts (8192^2) but over this server's limit (4096^2).
+    import numpy as np
+
+    with TestClient(create_app(pred)) as client:
+        big = dicom_bytes(np.zeros((4, 4), np.uint16), Rows=4200, Columns=4200)  # the header is what counts
+        res = client.post("/v1/predict", files={"file": ("big.dcm", big, "application/dicom")})
+        assert res.status_code == 413 and "4200x4200" in res.json()["detail"]
+        ok = dicom_bytes(np.full((64, 64), 1000, np.uint16))
+        assert client.post("/v1/predict", files={"file": ("ok.dcm", ok, "application/dicom")}).status_code == 200
+
+
 def test_unexpected_errors_are_json_500_with_a_request_id(pred, monkeypatch, caplog) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

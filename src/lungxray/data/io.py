@@ -61,14 +61,33 @@ def _sniff(source: Source) -> str | None:
     return sniff_format(source)
 
 
+LOW_BITS_MAX = 4096
+"""A 16-bit image whose values all lie below this holds 12-bit (or fewer) data: read over 0-65535 it is black."""
+
+
+def check_bit_depth(values: np.ndarray, path: str | Path) -> None:
+    """Refuse 16-bit pixels that only use the lowest 12 bits (a detector's raw 10-14-bit values, e.g. a DICOM's
+    `pixel_array`, saved or passed without scaling): read over the 16-bit range they are an almost black image,
+    which would be classified without complaint. A constant image is left to the out-of-distribution guard."""
+    hi = int(values.max(initial=0))
+    if 0 < hi < LOW_BITS_MAX and int(values.min(initial=0)) < hi:
+        raise ImageReadError(
+            f"{path}: 16-bit image whose values all lie below {LOW_BITS_MAX} (largest {hi} of 65535): this looks like "
+            "10-12-bit detector data stored in 16 bits, which would read as an almost black image. Scale it to the "
+            "full 16-bit range (or to 8 bits) first, or give the original DICOM file, whose window lungxray applies")
+
+
 def _pil_to_float(img: Image.Image, path: str | Path) -> np.ndarray:
     """Convert any PIL mode to grayscale float32 in [0, 1], keeping 16-bit precision."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
+        values = np.asarray(img, dtype=np.uint16)
+        check_bit_depth(values, path)
+        arr = values.astype(np.float32) / 65535.0
     elif mode == "I":
         # 32-bit integer PNGs almost always hold 16-bit data.
         arr = np.asarray(img, dtype=np.float64)
+        check_bit_depth(arr, path)
         hi = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
         arr = (np.clip(arr, 0, None) / hi).astype(np.float32)
     elif mode == "F":

@@ -147,19 +147,29 @@ def _predict_to_folder(
         raise ConfigError("resume=True continues the predictions in out= and overwrite=True replaces them: give only one")
     pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
     files = discover_inputs(paths, exclude=[out])
+    inputs = {f.path.resolve() for f in files}
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
     desc = pred.describe()
-    done = _resume_rows(csv_path, json_path, pred.classes, desc) if resume else []
+    # Only a folder holding an earlier run's predictions.csv is continued; anywhere else resume=True is a fresh
+    # run and gets its overwrite check.
+    resuming = resume and csv_path.is_file()
+    done = _resume_rows(csv_path, json_path, pred.classes, desc) if resuming else []
     if done:
         seen = {r["path"] for r in done} | {str(Path(r["path"]).resolve()) for r in done}
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
+    clobbered = [t for t in targets if t.resolve() in inputs]
+    if clobbered:  # whatever overwrite says: an input is never replaced by an output
+        raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
+                          "choose an out= folder that holds no input image")
     existing = [t for t in targets if t.exists()]
-    if existing and not overwrite and not resume:
+    if existing and not overwrite and not resuming:
+        hint = ("resume=True found no predictions.csv there to continue" if resume
+                else "resume=True to continue them")
         raise ConfigError(
             f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
-            "pass overwrite=True to replace them, resume=True to continue them, or choose another out="
+            f"pass overwrite=True to replace them, {hint}, or choose another out="
         )
     pred.check_inputs(files)
     rows: list[dict] = list(done)

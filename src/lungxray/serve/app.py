@@ -158,17 +158,31 @@ def _response(pred: Predictor, res: PredictionResult, cam: bool, overlay: bool) 
 
 
 def check_pixels(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
-    """Refuse (413) a PNG/JPEG whose header declares more than `max_pixels`, before decoding a pixel."""
+    """Refuse (413) a PNG/JPEG/DICOM whose header declares more than `max_pixels`, before decoding a pixel."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-    except Exception:  # not a PIL image (DICOM) or a broken header: the decoder reports it properly
-        return
+    except Exception:  # not a PIL image: perhaps DICOM, whose header gives the size without the pixels
+        size = _dicom_size(data)
+        if size is None:  # a broken header: the decoder reports it properly
+            return
+        w, h = size
     if w * h > max_pixels:
         raise HTTPException(413, f"{name}: image is {w}x{h} pixels, more than this server's limit of {max_pixels:,}; "
                                  "send a downscaled image")
+
+
+def _dicom_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a DICOM header, reading no pixel data; None when it is not one."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        return int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0)
+    except Exception:  # noqa: BLE001 - any parser failure: not a DICOM this check can read
+        return None
 
 
 def _offline_docs(app: FastAPI) -> None:
