@@ -5,8 +5,9 @@ reads from a file, so one picture gives the same probabilities whatever form it 
 
 - a path (`str` or `Path`): PNG, JPEG or DICOM, read exactly as `lungxray predict` reads it;
 - `bytes` of such a file (e.g. an upload, a DICOM blob);
-- a PIL image (any mode);
-- a numpy array: 2-D grayscale or HxWx3 RGB; uint8, uint16, or float in [0, 1];
+- a PIL image (any mode Pillow converts to grayscale; a float "F" image is read as a float array);
+- a numpy array: 2-D grayscale or HxWx3 RGB; uint8, uint16 over the full 16-bit range (raw 10-12-bit detector
+  values are refused: scale them, or give the DICOM file), or float in [0, 1];
 - a torch tensor of the same shapes (or 1xHxW / 3xHxW);
 - a list or tuple of any of these (a list of results comes back).
 """
