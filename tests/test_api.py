@@ -135,6 +135,9 @@ def test_segment_returns_a_mask_of_the_input_size(covid_png: Path) -> None:
     assert 0.1 < mask.mean() < 0.6  # two lungs, not nothing and not everything
     masks = lungxray.segment([covid_png, Image.open(covid_png)])
     assert isinstance(masks, list) and np.array_equal(masks[0], masks[1])
+    from lungxray.api import _shipped_segmenter
+
+    assert _shipped_segmenter.cache_info().misses == 1  # three calls, one U-Net load
 
 
 def test_the_readme_three_lines_run(covid_png: Path) -> None:

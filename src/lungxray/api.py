@@ -14,6 +14,7 @@ reads from a file, so one picture gives the same probabilities whatever form it 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -156,11 +157,17 @@ def load(model: str | Path | None = None, *, device: str = "cpu", runtime: str =
     return Model(Predictor.load(model, device=device, runtime=runtime, onnx_path=onnx_path, cam="auto"))
 
 
-def segment(x: Any) -> np.ndarray | list[np.ndarray]:
-    """Lung mask(s) from the shipped lung U-Net: a bool array of the input's size (or a list for a list)."""
+@functools.lru_cache(maxsize=1)
+def _shipped_segmenter():
+    """The shipped lung U-Net, loaded on the first `segment` call and kept (a loop of calls loads it once)."""
     from .segment import Segmenter
 
-    seg = Segmenter.load()
+    return Segmenter.load()
+
+
+def segment(x: Any) -> np.ndarray | list[np.ndarray]:
+    """Lung mask(s) from the shipped lung U-Net: a bool array of the input's size (or a list for a list)."""
+    seg = _shipped_segmenter()
     items: Sequence[Any] = x if isinstance(x, (list, tuple)) else [x]
     images = []
     for i, item in enumerate(items):
