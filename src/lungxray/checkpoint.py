@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from . import __version__
 from .errors import CheckpointError
 from .models import Classifier, create_model
 from .utils import atomic_write_bytes, write_json
+
+log = logging.getLogger(__name__)
 
 FORMAT = "lungxray-checkpoint/1"
 
@@ -180,27 +183,38 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
                     half: bool = False) -> list[Path]:
     """Copy a run's checkpoint (weights, metadata and OOD statistics) to `dest_stem`.{safetensors,json,ood.safetensors}.
 
-    This is how the package's default model is replaced: one command, the same three files.
+    This is how the package's default model is replaced: one command, the same three files. Everything is read,
+    converted and checked before the first file is written; a shipped OOD file that the new checkpoint has no
+    counterpart for is removed (it describes the previous model's features), never left beside the new weights.
     """
     weights, meta = resolve_checkpoint(run, which)
     load_checkpoint(weights)  # refuse to ship something that does not load
     dest = Path(dest_stem)
-    pairs = [(weights, dest.with_suffix(".safetensors")), (meta, dest.with_suffix(".json"))]
+    dest_ood = dest.with_name(dest.name + ".ood.safetensors")
     ood = weights.with_name(weights.name.replace(".safetensors", ".ood.safetensors"))
-    if ood.is_file():
-        pairs.append((ood, dest.with_name(dest.name + ".ood.safetensors")))
-    existing = [d for _, d in pairs if d.exists()]
+    targets = [dest.with_suffix(".safetensors"), dest.with_suffix(".json"), dest_ood]
+    existing = [d for d in targets if d.exists()]
     if existing and not overwrite:
         raise CheckpointError(f"{existing[0]} exists; pass overwrite=True to replace the shipped model")
-    for src, dst in pairs:
-        data = src.read_bytes()
-        if half and src == weights:
-            # fp16 storage halves the package; loading casts back to the model's fp32 parameters.
-            tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in st_load(data).items()}
-            data = st_save(tensors, metadata={"format": FORMAT, "stored_dtype": "float16"})
-        atomic_write_bytes(dst, data)
+    data = weights.read_bytes()
+    meta_doc = json.loads(meta.read_text())
     if half:
-        meta_doc = json.loads(dest.with_suffix(".json").read_text())
+        # fp16 storage halves the package; loading casts back to the model's fp32 parameters.
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in st_load(data).items()}
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{weights}: {bad[0]} holds values beyond float16's range (65504); ship it "
+                                  "without half=True (--half)")
+        data = st_save(tensors, metadata={"format": FORMAT, "stored_dtype": "float16"})
         meta_doc["stored_dtype"] = "float16"
-        write_json(dest.with_suffix(".json"), meta_doc)
-    return [d for _, d in pairs]
+    meta_bytes = (json.dumps(meta_doc, indent=2) + "\n").encode() if half else meta.read_bytes()
+    files = [(targets[0], data), (targets[1], meta_bytes)]
+    if ood.is_file():
+        files.append((dest_ood, ood.read_bytes()))
+    for dst, blob in files:
+        atomic_write_bytes(dst, blob)
+    if not ood.is_file() and dest_ood.exists():
+        dest_ood.unlink()
+        log.warning("%s has no OOD statistics (%s): the shipped model's were removed, not kept; the out-of-distribution "
+                    "guard is off until `lungxray calibrate` fits it", weights, ood.name)
+    return [d for d, _ in files]
