@@ -324,3 +324,40 @@ def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_tou
         train(cfg, SAMPLE, old, overwrite=True)
     assert (old / "best.safetensors").read_bytes() == b"an earlier run"
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, tmp_path):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    run = train(_cfg(epochs=2), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    args = ["train", "--out", str(run), "--data", str(SAMPLE), "--resume"]
+    done = CliRunner().invoke(main, args)  # finished run: nothing left (was: the default 10 epochs, 8 more)
+    assert done.exit_code == 0, done.output
+    assert len(_history(run)) == 2
+    longer = CliRunner().invoke(main, args + ["--epochs", "3"])  # a constant rate may be extended
+    assert longer.exit_code == 0, longer.output
+    assert len(_history(run)) == 3
+
+
+def test_resume_refuses_to_stretch_a_one_cycle_schedule(split_csv, tmp_path):
+    run = train(_cfg(epochs=2, scheduler="onecycle"), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    before = (run / "history.csv").read_bytes()
+    with pytest.raises(ConfigError, match="cannot be stretched"):
+        train(_cfg(epochs=4, scheduler="onecycle"), SAMPLE, run, None, resume=True, progress=False)
+    assert (run / "history.csv").read_bytes() == before
+
+
+def test_a_new_best_on_resume_drops_the_old_best_ood_statistics(split_csv, tmp_path):
+    from safetensors.torch import save_file
+
+    run = train(_cfg(epochs=1), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    stale = run / "best.ood.safetensors"
+    save_file({"mean": torch.zeros(3)}, str(stale))  # as if fitted on this best checkpoint
+    state = load_state(run / "state.pt")
+    state["best_val_loss"] = float("inf")  # so that epoch 2 is a new best for sure
+    torch.save(state, run / "state.pt")
+    train(_cfg(epochs=2), SAMPLE, run, None, resume=True, progress=False)
+    # The sample is too small for the guard to be refitted, so no file is right; the old one would be wrong.
+    assert not stale.exists()

@@ -186,7 +186,8 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None)
 @click.option("--amp/--no-amp", default=None, help="bf16 mixed precision (autocast).")
 @click.option("--nproc", type=int, default=None, help="Launch N data-parallel processes with torchrun (DDP).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch, with its own "
+              "settings; only --epochs changes how many it runs to.")
 @overwrite_option("an existing run folder")
 @click.option("--force", is_flag=True, help="With --resume: continue even if the split or its images changed.")
 def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_size, lr, image_size, per_class, scheduler,
@@ -205,6 +206,13 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
     }
     cfg = load_config(config_file, overrides)
     out = out or f"runs/{cfg.model}"
+    if resume and overrides.get("epochs") is None:
+        # --resume continues the run's own config; only an explicit --epochs changes its length.
+        saved = Path(out) / "config.json"
+        if saved.is_file():
+            from .utils import read_json
+
+            cfg.epochs = int(read_json(saved).get("epochs", cfg.epochs))
     try:
         run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True, force=force)
     except KeyboardInterrupt:

@@ -146,7 +146,11 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         saved = TrainConfig(**state["config"])
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
             log.warning("resume=True (--resume) uses the run's saved config; other settings given now are ignored (except epochs)")
-        cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs})
+        if cfg.epochs != saved.epochs and saved.scheduler in ("onecycle", "cosine"):
+            raise ConfigError(f"{out}: its {saved.scheduler} learning-rate schedule was laid out for {saved.epochs} "
+                              f"epochs and cannot be stretched to {cfg.epochs} on resume (the rate would jump or the "
+                              f"schedule end early); resume with epochs={saved.epochs}, or start a new run")
+        cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs}).validate()
         split_csv = out / "split.csv"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -335,6 +339,9 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 if ctx.is_main:
                     if improved:
                         save_checkpoint(out / "best", scored, meta)
+                        # OOD statistics of earlier best weights (a resumed run) would describe other features;
+                        # calibration at the end fits new ones.
+                        (out / "best.ood.safetensors").unlink(missing_ok=True)
                     save_checkpoint(out / "last", scored, meta)
                 loop.commit(ep, f"epoch {ep.number}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
                                 f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr_used:.2e}  "
