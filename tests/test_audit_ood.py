@@ -165,3 +165,15 @@ def test_audit_of_a_lung_only_model_uses_its_view(tmp_path, stand_in_segmenter):
     assert r["lung_only_model"] and r["lung_view"]["crop"] is True
     assert r["masks"]["predicted"] == r["n"]
     assert "Lung-only model" in r["verdict"]
+
+
+def test_audit_with_every_gradcam_map_empty_reports_no_mass_instead_of_failing(run, stand_in_segmenter, tmp_path,
+                                                                              monkeypatch):
+    import lungxray.predict as predict_mod  # audit imports make_gradcam from here when it runs
+
+    def flat_cam(model, layer):
+        return lambda x, class_idx=None: torch.zeros(len(x), 1, *x.shape[-2:])
+
+    monkeypatch.setattr(predict_mod, "make_gradcam", flat_cam)
+    r = audit_run(run, SAMPLE, "test", segmenter=stand_in_segmenter(), out=tmp_path / "a", progress=False)
+    assert "gradcam_mass_in_lungs" not in r and (tmp_path / "a" / "audit.png").is_file()

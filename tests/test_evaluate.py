@@ -56,3 +56,39 @@ def test_without_out_each_evaluation_gets_a_new_folder(tiny_run, manifest, sampl
     assert first["accuracy"] == second["accuracy"]
     with pytest.raises(ConfigError, match="overwrite=True"):  # an explicit folder is never replaced silently
         evaluate_run(run, sample_dir, out=run / "eval-test", n_bootstrap=0, progress=False)
+
+
+def test_overwrite_removes_the_completeness_marker_before_writing(tiny_run, manifest, sample_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ev"
+    evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, out, n_bootstrap=0, progress=False)
+    assert (out / "metrics.json").is_file()
+    import lungxray.evaluate as ev
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while the plots were drawn
+
+    monkeypatch.setattr(ev, "plot_confusion", broken)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(tiny_run / "best.safetensors", sample_dir, "val", manifest, out, n_bootstrap=0, overwrite=True,
+                     progress=False)
+    assert not (out / "metrics.json").exists()  # the old one would describe the test split beside val predictions
+
+
+def test_scoring_a_runs_own_training_images_from_another_manifest_warns(tiny_run, manifest, sample_dir, tmp_path,
+                                                                     caplog):
+    from dataclasses import replace
+
+    from lungxray.data.split import read_manifest, write_manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rows = read_manifest(manifest)
+    write_manifest(run / "split.csv", rows)  # the run "trained" on this split
+    same_test = write_manifest(tmp_path / "copy.csv", rows)
+    everything = write_manifest(tmp_path / "all-test.csv", [replace(r, split="test") for r in rows])
+    with caplog.at_level("WARNING", logger="lungxray.evaluate"):
+        evaluate_run(run, sample_dir, "test", same_test, tmp_path / "a", n_bootstrap=0, progress=False)
+        assert "not held-out" not in caplog.text  # its own test images, under another file name: fine
+        evaluate_run(run, sample_dir, "test", everything, tmp_path / "b", n_bootstrap=0, progress=False)
+    n_seen = sum(r.split in ("train", "val") for r in rows)
+    assert f"{n_seen} of the {len(rows)} test images" in caplog.text and "not held-out" in caplog.text

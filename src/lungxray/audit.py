@@ -159,9 +159,9 @@ def audit_run(
         "chance_accuracy": chance,
         "lung_area_fraction_mean": float(lung_fraction.mean()),
     }
-    if cam_mass:
-        mass = np.concatenate(cam_mass)
-        ok = np.isfinite(mass)
+    mass = np.concatenate(cam_mass) if cam_mass else np.zeros(0)
+    ok = np.isfinite(mass)
+    if ok.any():  # every map empty (all-zero Grad-CAM): no mass to report
         result["gradcam_mass_in_lungs"] = {
             "mean": float(mass[ok].mean()),
             "median": float(np.median(mass[ok])),
@@ -173,7 +173,7 @@ def audit_run(
     result["verdict"] = verdict(result)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "audit.json", result)
-    png = _plot(result, np.concatenate(cam_mass) if cam_mass else None, lung_fraction, out / "audit.png")
+    png = _plot(result, mass if ok.any() else None, lung_fraction, out / "audit.png")
     from .report.html import write_report
 
     rows = [[k.replace("_", " "), f"{v:.1%}", "[{:.1%}, {:.1%}]".format(*ci[k]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
 from .utils import atomic_write_text, next_free_folder, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -81,6 +84,8 @@ def evaluate_run(
     idx = data_split.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
+    if split_csv and (run / "split.csv").is_file() and manifest.resolve() != (run / "split.csv").resolve():
+        _warn_if_trained_on(run / "split.csv", [data_split.rows[i].path for i in idx], manifest, split)
     check_masks(data_split, idx, masks)
     logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta), progress=progress,
                             desc=f"scoring {split}")
@@ -103,6 +108,8 @@ def evaluate_run(
         }
     )
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "curves.png"):  # overwrite: the completeness marker goes first, and a plot this
+        (out / stale).unlink(missing_ok=True)    # run may not redraw must not outlive it
     _write_predictions(out / "predictions.csv", [data_split.rows[i].path for i in idx], y, probs, classes)
     images = []
     history = _read_history(run / "history.csv")
@@ -135,6 +142,18 @@ def evaluate_run(
     write_report(out / "report.html", title=f"lungxray evaluation: {run.name} on {split}", sections=sections)
     write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation is complete
     return {**metrics, "out": str(out)}
+
+
+def _warn_if_trained_on(own: Path, paths: list[str], manifest: Path, split: str) -> None:
+    """Warn when images scored from another manifest were in the run's own training or validation split."""
+    from .data.split import read_manifest
+
+    seen = {r.path: r.split for r in read_manifest(own) if r.split in ("train", "val")}
+    overlap = [p for p in paths if p in seen]
+    if overlap:
+        log.warning("%d of the %d %s images of %s were in this run's own %s split (e.g. %s): these scores are not "
+                    "held-out figures", len(overlap), len(paths), split, manifest.name,
+                    "/".join(sorted({seen[p] for p in overlap})), overlap[0])
 
 
 def architecture_section(run: Path, out: Path) -> list[dict]:
