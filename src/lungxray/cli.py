@@ -130,6 +130,9 @@ def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_dis
     """Write a stratified train/val/test manifest that never separates copies of one radiograph."""
     from .data import split_dataset
 
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise click.BadParameter(f"split fractions --val {val_frac} and --test {test_frac}: each from 0 to 1, "
+                                 "together below 1 (the rest is train)", param_hint="--val/--test")
     res = split_dataset(
         path, out, _parse_classes(classes), (1 - val_frac - test_frac, val_frac, test_frac), seed, per_class,
         max_distance, overwrite=overwrite, progress=True,

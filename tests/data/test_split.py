@@ -195,6 +195,17 @@ def test_bad_fractions_rejected(fractions) -> None:
         assign_splits(["COVID", "Normal"], np.array([0, 1]), fractions)
 
 
+def test_split_dataset_checks_fractions_before_reading_any_image(synth_100: Path, monkeypatch) -> None:
+    import lungxray.data.api as data_api
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("images were hashed before the fractions were checked")
+
+    monkeypatch.setattr(data_api, "prepare", no_hashing)
+    with pytest.raises(DatasetError, match="split fractions"):
+        split_dataset(synth_100, fractions=(0.5, 0.5, 0.5), size=(64, 64), progress=False)
+
+
 def test_make_split_rows(sample_hashes) -> None:
     paths, hashes = sample_hashes
     from lungxray.data.discovery import Sample

@@ -177,6 +177,9 @@ def split_dataset(
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise DatasetError(f"{out} exists; choose another out= or pass overwrite=True")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        # before minutes of hashing and copy search, not after
+        raise DatasetError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     index = scan_dataset(path, classes)
     samples = cap_per_class(index.samples, per_class, seed)
     prep = prepare(samples, index.root, _detect_size(size), cache_dir, progress=progress, desc="hashing")
