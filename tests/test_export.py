@@ -120,3 +120,16 @@ def test_export_segmentation(tiny_run, tmp_path):
                                     "--segmentation-weights", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "--segmentation" in res.output and "Traceback" not in res.output
     assert not out2.exists()
+
+
+def test_an_export_that_disagrees_with_torch_is_an_error_not_a_printed_number(tiny_run, tmp_path, monkeypatch):
+    import lungxray.export as export_mod
+
+    monkeypatch.setattr(export_mod, "onnx_parity", lambda *a, **k: 0.3)  # as a broken onnxruntime would give
+    res = CliRunner().invoke(main, ["export", str(tiny_run), "--onnx", str(tmp_path / "c.onnx")])
+    assert res.exit_code == 1 and "disagrees with the PyTorch model" in res.output and "3.00e-01" in res.output
+
+
+def test_inspect_refuses_a_negative_copy_distance(sample_dir):
+    res = CliRunner().invoke(main, ["data", "inspect", str(sample_dir), "--max-distance", "-5"])
+    assert res.exit_code == 2 and "max-distance" in res.output

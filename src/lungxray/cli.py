@@ -101,7 +101,7 @@ def _print_inspection(rep: dict) -> None:
 @data.command("inspect")
 @click.argument("path", type=click.Path(), default=DEFAULT_DATA)
 @_classes_opt
-@click.option("--max-distance", default=4, show_default=True,
+@click.option("--max-distance", default=4, show_default=True, type=click.IntRange(0, 256),
               help="dHash distance (bits of 256) that always counts as a copy, besides the re-export detector.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def data_inspect(path: str, classes: str | None, max_distance: int, as_json: bool) -> None:
@@ -123,7 +123,7 @@ def data_inspect(path: str, classes: str | None, max_distance: int, as_json: boo
 @click.option("--val", "val_frac", default=0.1, show_default=True, help="Validation fraction.")
 @click.option("--test", "test_frac", default=0.2, show_default=True, help="Test fraction.")
 @click.option("--per-class", default=None, type=int, help="Cap images per class (subsampled before splitting).")
-@click.option("--max-distance", default=4, show_default=True,
+@click.option("--max-distance", default=4, show_default=True, type=click.IntRange(0, 256),
               help="dHash distance (bits of 256) that always counts as a copy, besides the re-export detector.")
 @overwrite_option("an existing --out file")
 def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_distance, overwrite) -> None:
@@ -436,10 +436,14 @@ def ship_cmd(run, which, overwrite, half) -> None:
 @overwrite_option("existing output files")
 def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwrite) -> None:
     """Export RUN's classifier to ONNX (dynamic batch, calibrated probabilities, metadata JSON beside it)."""
-    from .export import export_all, onnx_parity
+    from .export import ONNX_TOLERANCE, export_all, onnx_parity
 
     written = export_all(run, onnx_out, segmentation, segmentation_weights, overwrite, which)
     diff = onnx_parity(run, written[0], which=which)
+    if not diff <= ONNX_TOLERANCE:  # also NaN
+        raise click.ClickException(f"{written[0]} disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
+                                   f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); do not use this export "
+                                   "(check the onnx/onnxruntime versions, and report it)")
     click.echo(f"wrote {written[0]} and {Path(written[0]).with_suffix('.json')} "
                f"(max |p_onnx - p_torch| on 8 random images: {diff:.1e})")
     for p in written[1:]:

@@ -160,6 +160,10 @@ def export_all(run: str | Path, out: str | Path, segmentation: bool = False,
     return written
 
 
+ONNX_TOLERANCE = 1e-4
+"""Largest |p_onnx - p_torch| `lungxray export` accepts (fp32 graphs agree to ~1e-6)."""
+
+
 def onnx_parity(run: str | Path, onnx_path: str | Path, images: np.ndarray | None = None, which: str = "best") -> float:
     """Max |p_onnx - p_torch| over `images` ((N, 1, H, W) in [0, 1]; default 8 seeded random images)."""
     from .metrics import softmax
