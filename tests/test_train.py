@@ -361,3 +361,18 @@ def test_a_new_best_on_resume_drops_the_old_best_ood_statistics(split_csv, tmp_p
     train(_cfg(epochs=2), SAMPLE, run, None, resume=True, progress=False)
     # The sample is too small for the guard to be refitted, so no file is right; the old one would be wrong.
     assert not stale.exists()
+
+
+def test_calibrate_waits_for_no_one_and_reads_validated_metadata(split_csv, tmp_path):
+    from lungxray.calibrate import calibrate_existing
+    from lungxray.utils import output_lock
+
+    run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    before = (run / "best.json").read_bytes()
+    with output_lock(run, "train"):  # a training still writing this run
+        with pytest.raises(ConfigError, match="being written"):
+            calibrate_existing(run, SAMPLE, progress=False)
+    assert (run / "best.json").read_bytes() == before
+    (run / "best.json").write_text('{"classes": ["COVID"]}')
+    with pytest.raises(CheckpointError):
+        calibrate_existing(run, SAMPLE, progress=False)

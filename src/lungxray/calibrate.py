@@ -56,15 +56,17 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
 
     For runs trained with `calibrate = false`; the test split is not touched. Returns the updated metadata.
     """
-    from .utils import read_json
+    from .utils import output_lock, read_json
 
     run = Path(run)
     if not (run / "best.json").is_file():
         raise ConfigError(f"{run}: not a run folder (no best.json)")
-    meta = read_json(run / "best.json")
-    size = tuple(meta["image_size"])
-    split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
-                       masks=meta.get("masks", "none"))
-    val_idx = split.indices("val")
-    calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
-    return read_json(run / "best.json")
+    # A training still writing this run would replace best.json under us: one writer at a time.
+    with output_lock(run, "train or calibrate"):
+        _, meta = load_checkpoint(run, "best")  # validated metadata, and weights that load
+        size = tuple(meta["image_size"])
+        split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
+                           masks=meta.get("masks", "none"))
+        val_idx = split.indices("val")
+        calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
+        return read_json(run / "best.json")
