@@ -363,7 +363,7 @@ def test_a_new_best_on_resume_drops_the_old_best_ood_statistics(split_csv, tmp_p
     assert not stale.exists()
 
 
-def test_calibrate_waits_for_no_one_and_reads_validated_metadata(split_csv, tmp_path):
+def test_calibrate_refuses_a_run_being_written_and_reads_validated_metadata(split_csv, tmp_path):
     from lungxray.calibrate import calibrate_existing
     from lungxray.utils import output_lock
 
