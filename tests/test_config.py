@@ -66,7 +66,7 @@ def test_top_level_recipes_load_and_describe_themselves(path):
 
 
 def test_quick_recipe_is_lung_only_like_the_default_and_short():
-    quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs-enc-clean.toml")
+    quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs-enc128.toml")
     # The same lung step and network as the shipped default (only size, length and the packaged pretrained start
     # differ), so a quick model is not a whole-image model that reads the hospital.
     for key in ("masks", "lung_crop", "lung_margin", "mask_dilate", "model"):

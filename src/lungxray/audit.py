@@ -248,7 +248,7 @@ def verdict(r: dict) -> str:
         return (f"Inconclusive: with the lungs removed the model scores {describe(removed)} and with only the lungs "
                 f"{describe(lungs)} (chance {chance:.1%}). Both ablated inputs are unlike anything it was trained on, "
                 "so it has nothing to go on either way; this neither shows nor rules out a shortcut. "
-                "Train a lung-only model (configs/lungs-enc-clean.toml, or configs/lungs-prog.toml from scratch) to take the outside of the lungs away.")
+                "Train a lung-only model (configs/lungs-enc128.toml, or configs/lungs-prog.toml from scratch) to take the outside of the lungs away.")
     return (f"With the lungs blacked out accuracy falls to {describe(removed)} (chance {chance:.1%}) while the lungs "
             f"alone give {describe(lungs)}: no evidence of a shortcut outside the lungs.")
 
