@@ -133,3 +133,19 @@ def test_an_export_that_disagrees_with_torch_is_an_error_not_a_printed_number(ti
 def test_inspect_refuses_a_negative_copy_distance(sample_dir):
     res = CliRunner().invoke(main, ["data", "inspect", str(sample_dir), "--max-distance", "-5"])
     assert res.exit_code == 2 and "max-distance" in res.output
+
+
+def test_an_interrupted_re_export_leaves_no_old_metadata_beside_the_new_graph(tiny_run, tmp_path, monkeypatch):
+    import lungxray.export as export_mod
+
+    out = tmp_path / "c.onnx"
+    export_mod.export_onnx(tiny_run, out)
+    assert out.with_suffix(".json").is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C after the graph, before its metadata
+
+    monkeypatch.setattr(export_mod, "write_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_mod.export_onnx(tiny_run, out, overwrite=True)
+    assert out.is_file() and not out.with_suffix(".json").exists()

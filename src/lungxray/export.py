@@ -96,6 +96,7 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which
     wrapped = _Exported(model, meta.get("temperature", 1.0)).eval()
     h, w = meta["image_size"]
     data = _to_onnx(wrapped, torch.rand(2, 1, h, w), ["probabilities", "logits", "features"])
+    out.with_suffix(".json").unlink(missing_ok=True)  # never a new graph beside an old export's metadata
     atomic_write_bytes(out, data)
     write_json(out.with_suffix(".json"), {**meta, "onnx": {
         "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
@@ -119,7 +120,9 @@ def export_segmentation_onnx(weights: str | Path | None, out: str | Path, overwr
     seg = Segmenter.load(weights)  # the segmentation package's own loader and error messages
     model = seg.model.float().eval().to(memory_format=torch.contiguous_format)
     h, w = seg.input_size
-    atomic_write_bytes(out, _to_onnx(_Sigmoid(model).eval(), torch.rand(2, 1, h, w), ["lung_probability"]))
+    data = _to_onnx(_Sigmoid(model).eval(), torch.rand(2, 1, h, w), ["lung_probability"])
+    out.with_suffix(".json").unlink(missing_ok=True)  # never a new graph beside an old export's metadata
+    atomic_write_bytes(out, data)
     write_json(out.with_suffix(".json"), {**seg.meta, "onnx": {
         "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image", "outputs": ["lung_probability"],
         "sigmoid_included": True, "postprocess": "threshold, keep largest components and fill holes as in "
