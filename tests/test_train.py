@@ -326,9 +326,10 @@ def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_tou
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
-def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, tmp_path):
+def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    import lungxray.runs as runs_mod
     from lungxray.cli import main
 
     run = train(_cfg(epochs=2), SAMPLE, tmp_path / "run", split_csv, progress=False)
@@ -339,6 +340,21 @@ def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, 
     longer = CliRunner().invoke(main, args + ["--epochs", "3"])  # a constant rate may be extended
     assert longer.exit_code == 0, longer.output
     assert len(_history(run)) == 3
+    # Extended to 5 and interrupted after epoch 4: a plain --resume finishes the 5, as the saved state says.
+    real = runs_mod.write_history
+
+    def stop_after_four(path, rows, columns=None):
+        if len(rows) == 5:
+            raise KeyboardInterrupt
+        real(path, rows, columns)
+
+    monkeypatch.setattr(runs_mod, "write_history", stop_after_four)
+    CliRunner().invoke(main, args + ["--epochs", "5"])
+    monkeypatch.setattr(runs_mod, "write_history", real)
+    assert len(_history(run)) == 4
+    finished = CliRunner().invoke(main, args)
+    assert finished.exit_code == 0, finished.output
+    assert len(_history(run)) == 5
 
 
 def test_resume_refuses_to_stretch_a_one_cycle_schedule(split_csv, tmp_path):

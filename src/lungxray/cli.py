@@ -209,15 +209,11 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
     }
     cfg = load_config(config_file, overrides)
     out = out or f"runs/{cfg.model}"
-    if resume and overrides.get("epochs") is None:
-        # --resume continues the run's own config; only an explicit --epochs changes its length.
-        saved = Path(out) / "config.json"
-        if saved.is_file():
-            from .utils import read_json
-
-            cfg.epochs = int(read_json(saved).get("epochs", cfg.epochs))
+    # --resume continues the run's own settings; only an explicit --epochs changes its length.
+    keep_epochs = resume and overrides.get("epochs") is None
     try:
-        run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True, force=force)
+        run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True, force=force,
+                    keep_epochs=keep_epochs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the last complete epoch is saved. Continue with: lungxray train --out {out} --data {data} --resume", err=True)
         raise SystemExit(130)

@@ -110,6 +110,7 @@ def train(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     force: bool = False,
+    keep_epochs: bool = False,
 ) -> Path:
     """Train `cfg.model` on the train split, select and early-stop on the validation split.
 
@@ -119,6 +120,7 @@ def train(
         out: run folder to create (or continue with `resume`).
         split_csv: manifest from `lungxray data split`; made on the fly (seeded) when None.
         force: with `resume`, continue even though the run's split or images changed since it started.
+        keep_epochs: with `resume`, run to the epochs the run last had (its saved state) instead of `cfg.epochs`.
     Returns:
         The run folder.
     """
@@ -126,16 +128,16 @@ def train(
     ctx = init_from_env(resolve_device(cfg.device))
     try:
         if not ctx.is_main:
-            return _train(cfg, data, out, split_csv, resume, overwrite, False, cache_dir, ctx, force)
+            return _train(cfg, data, out, split_csv, resume, overwrite, False, cache_dir, ctx, force, keep_epochs)
         # One writer per run folder: a second `train --out` on the same folder is refused while this one runs.
         with output_lock(out, "train"):
-            return _train(cfg, data, out, split_csv, resume, overwrite, progress, cache_dir, ctx, force)
+            return _train(cfg, data, out, split_csv, resume, overwrite, progress, cache_dir, ctx, force, keep_epochs)
     finally:
         shutdown(ctx)
 
 
 def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
-           force: bool = False) -> Path:
+           force: bool = False, keep_epochs: bool = False) -> Path:
     if not resume:  # before prepare_run_dir: with overwrite=True a bad setting must not cost the old run
         _check_early(cfg, (cfg.image_size, cfg.image_size))
     if ctx.is_main:
@@ -144,13 +146,14 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     state = verify_state(load_state(out / runs.STATE), out / runs.STATE) if resume else None
     if state is not None:
         saved = TrainConfig(**state["config"])
+        epochs = saved.epochs if keep_epochs else cfg.epochs
         if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
             log.warning("resume=True (--resume) uses the run's saved config; other settings given now are ignored (except epochs)")
-        if cfg.epochs != saved.epochs and saved.scheduler in ("onecycle", "cosine"):
+        if epochs != saved.epochs and saved.scheduler in ("onecycle", "cosine"):
             raise ConfigError(f"{out}: its {saved.scheduler} learning-rate schedule was laid out for {saved.epochs} "
-                              f"epochs and cannot be stretched to {cfg.epochs} on resume (the rate would jump or the "
+                              f"epochs and cannot be stretched to {epochs} on resume (the rate would jump or the "
                               f"schedule end early); resume with epochs={saved.epochs}, or start a new run")
-        cfg = TrainConfig(**{**saved.to_dict(), "epochs": cfg.epochs}).validate()
+        cfg = TrainConfig(**{**saved.to_dict(), "epochs": epochs}).validate()
         split_csv = out / "split.csv"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -170,9 +173,10 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
                           f"now {split.fingerprint}); resuming would silently train on other data. Start a new run, "
                           "or pass force=True to continue anyway")
     labels = split.labels()
-    if not resume and ctx.is_main:
-        write_manifest(out / "split.csv", split.rows)
-        write_json(out / "config.json", cfg.to_dict())
+    if ctx.is_main:
+        if not resume:
+            write_manifest(out / "split.csv", split.rows)
+        write_json(out / "config.json", cfg.to_dict())  # on resume: the settings it now runs with (epochs)
 
     device = resolve_device(cfg.device)
     # Forked RNG: seeding for reproducibility must not change the caller's global random state.
