@@ -113,9 +113,13 @@ def test_inputs_that_used_to_slip_through(model, covid_png: Path, sample_dir: Pa
     truncated.write_bytes(covid_png.read_bytes()[:2000])
     with pytest.raises(ImageReadError, match="cannot read this PIL image"):
         model.predict(Image.open(truncated))
-    # Arrays get the size limit files get.
+    # Arrays and PIL images get the size limit files get; a path too long for the OS is an error, not a traceback.
     with pytest.raises(ImageReadError, match="more than"):
         model.predict(np.zeros((2, 20000), np.uint8))
+    with pytest.raises(ImageReadError, match="more than"):
+        model.predict(Image.new("L", (20000, 2)))
+    with pytest.raises((ImageReadError, DatasetError)):
+        model.predict("x" * 5000 + ".png")
     # In a list, a bad item is named by its position, bytes included.
     with pytest.raises(ImageReadError, match="<item 1>"):
         model.predict([covid_png.read_bytes(), b"junk"])

@@ -122,12 +122,15 @@ def test_export_segmentation(tiny_run, tmp_path):
     assert not out2.exists()
 
 
-def test_an_export_that_disagrees_with_torch_is_an_error_not_a_printed_number(tiny_run, tmp_path, monkeypatch):
+def test_an_export_that_disagrees_with_torch_is_an_error_and_is_not_kept(tiny_run, tmp_path, monkeypatch):
     import lungxray.export as export_mod
 
     monkeypatch.setattr(export_mod, "onnx_parity", lambda *a, **k: 0.3)  # as a broken onnxruntime would give
     res = CliRunner().invoke(main, ["export", str(tiny_run), "--onnx", str(tmp_path / "c.onnx")])
-    assert res.exit_code == 1 and "disagrees with the PyTorch model" in res.output and "3.00e-01" in res.output
+    assert res.exit_code != 0 and "disagrees with the PyTorch model" in res.output and "3.00e-01" in res.output
+    assert list(tmp_path.iterdir()) == []  # neither the graph nor its metadata is left for --runtime onnx
+    with pytest.raises(CheckpointError, match="disagrees"):  # the cached export of load(runtime="onnx") too
+        export_mod.cached_onnx(tiny_run, cache_dir=tmp_path / "cache")
 
 
 def test_inspect_refuses_a_negative_copy_distance(sample_dir):

@@ -15,6 +15,7 @@ reads from a file, so one picture gives the same probabilities whatever form it 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,6 +89,7 @@ def to_grayscale(x: Any, name: str = "<array>") -> tuple[np.ndarray, np.ndarray 
 
 def _from_pil(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """A PIL image, read as a file of the same pixels is read; a float ("F") image as a float array is."""
+    check_dims(name, *img.size)  # the limit files and arrays get
     try:
         if img.mode == "F":  # no file format we read gives "F": take its values as they are, like a float array
             return to_grayscale(np.asarray(img, dtype=np.float32), name)
@@ -128,7 +130,7 @@ class Model:
 
     def _one(self, x: Any, cam: bool, name: str) -> PredictionResult:
         if isinstance(x, (str, Path)):
-            if Path(x).is_dir():
+            if os.path.isdir(x):  # (Path.is_dir raises on names too long for the OS; this says False)
                 raise ImageReadError(f"{x}: is a folder; predict takes one file (or a list of files). For a folder, "
                                      f"pass sorted(Path({str(x)!r}).glob('*.png')) or run `lungxray predict {x}`")
             skipped: list[tuple[str, str]] = []

@@ -432,14 +432,10 @@ def ship_cmd(run, which, overwrite, half) -> None:
 @overwrite_option("existing output files")
 def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwrite) -> None:
     """Export RUN's classifier to ONNX (dynamic batch, calibrated probabilities, metadata JSON beside it)."""
-    from .export import ONNX_TOLERANCE, export_all, onnx_parity
+    from .export import export_all, onnx_parity
 
     written = export_all(run, onnx_out, segmentation, segmentation_weights, overwrite, which)
-    diff = onnx_parity(run, written[0], which=which)
-    if not diff <= ONNX_TOLERANCE:  # also NaN
-        raise click.ClickException(f"{written[0]} disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
-                                   f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); do not use this export "
-                                   "(check the onnx/onnxruntime versions, and report it)")
+    diff = onnx_parity(run, written[0], which=which)  # export_onnx refused anything beyond ONNX_TOLERANCE
     click.echo(f"wrote {written[0]} and {Path(written[0]).with_suffix('.json')} "
                f"(max |p_onnx - p_torch| on 8 random images: {diff:.1e})")
     for p in written[1:]:

@@ -102,6 +102,13 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which
         "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
         "outputs": ["probabilities", "logits", "features"], "softmax_included": True,
         "source_sha256": checkpoint_digest(run, which)}})
+    diff = onnx_parity(run, out, which=which)
+    if not diff <= ONNX_TOLERANCE:  # also NaN: a graph that computes something else is not left to be used
+        out.unlink(missing_ok=True)
+        out.with_suffix(".json").unlink(missing_ok=True)
+        raise CheckpointError(f"{out}: the export disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
+                              f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); nothing was kept. Check the onnx "
+                              "and onnxruntime versions, and report it")
     return out
 
 

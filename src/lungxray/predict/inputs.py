@@ -40,9 +40,10 @@ def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] =
     given = [Path(p) for p in paths]
     if not given:
         raise DatasetError("no input given: pass image files or folders")
-    missing = [p for p in given if not p.exists()]
+    missing = [p for p in given if not os.path.exists(p)]  # (Path.exists raises on names too long for the OS)
     if missing:
-        raise DatasetError(f"{missing[0]}: no such file or folder")
+        shown = str(missing[0]) if len(str(missing[0])) <= 300 else str(missing[0])[:300] + "..."
+        raise DatasetError(f"{shown}: no such file or folder")
     ex = {Path(e).resolve() for e in exclude}
     roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in given]
     base = Path(os.path.commonpath([str(r) for r in roots]))
