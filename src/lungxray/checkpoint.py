@@ -211,10 +211,12 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     files = [(targets[0], data), (targets[1], meta_bytes)]
     if ood.is_file():
         files.append((dest_ood, ood.read_bytes()))
+    stale_ood = not ood.is_file() and dest_ood.exists()
+    if stale_ood:  # first: an interruption below must not leave it beside the new weights
+        dest_ood.unlink()
     for dst, blob in files:
         atomic_write_bytes(dst, blob)
-    if not ood.is_file() and dest_ood.exists():
-        dest_ood.unlink()
+    if stale_ood:
         log.warning("%s has no OOD statistics (%s): the shipped model's were removed, not kept; the out-of-distribution "
                     "guard is off until `lungxray calibrate` fits it", weights, ood.name)
     return [d for d, _ in files]

@@ -145,7 +145,8 @@ def evaluate_run(
 
 
 def _warn_if_trained_on(own: Path, paths: list[str], manifest: Path, split: str) -> None:
-    """Warn when images scored from another manifest were in the run's own training or validation split."""
+    """Warn when images scored from another manifest were in the run's own training or validation split (by
+    dataset-relative path: copies under other names are the split detector's job, not caught here)."""
     from .data.split import read_manifest
 
     seen = {r.path: r.split for r in read_manifest(own) if r.split in ("train", "val")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,14 @@ def test_no_input_and_no_stranger_file_is_ever_overwritten(model, tmp_path):
         with pytest.raises(ConfigError, match="one of the inputs"):
             predict_to_folder([folder], folder, model, **kwargs)
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == originals
+    # The same file under another name (a hard link here; on macOS/Windows also X.PNG against x.png): refused too.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    first = sorted(folder.iterdir())[0]
+    os.link(first, linked / first.name)
+    with pytest.raises(ConfigError, match="one of the inputs"):
+        predict_to_folder([folder], linked, model, overwrite=True)
+    assert first.read_bytes() == originals[first.name]
     # resume=True with no earlier predictions.csv is a fresh run: a user's own file there is not replaced.
     out = tmp_path / "site"
     out.mkdir()

@@ -66,14 +66,15 @@ LOW_BITS_MAX = 4096
 
 
 def check_bit_depth(values: np.ndarray, path: str | Path) -> None:
-    """Refuse 16-bit pixels that only use the lowest 12 bits (a detector's raw 10-14-bit values, e.g. a DICOM's
-    `pixel_array`, saved or passed without scaling): read over the 16-bit range they are an almost black image,
-    which would be classified without complaint. A constant image is left to the out-of-distribution guard."""
+    """Refuse 16-bit (or wider) pixels that only use the lowest 12 bits (a detector's raw 10-12-bit values, e.g. a
+    DICOM's `pixel_array`, or 8-bit values, saved or passed without scaling): read over the 16-bit range they are
+    an almost black image, which would be classified without complaint. (14-bit data reads at a quarter of the
+    range: dark, but still an image; it passes.) A constant image is left to the out-of-distribution guard."""
     hi = int(values.max(initial=0))
     if 0 < hi < LOW_BITS_MAX and int(values.min(initial=0)) < hi:
         raise ImageReadError(
             f"{path}: 16-bit image whose values all lie below {LOW_BITS_MAX} (largest {hi} of 65535): this looks like "
-            "10-12-bit detector data stored in 16 bits, which would read as an almost black image. Scale it to the "
+            "data of 12 bits or fewer stored in 16, which would read as an almost black image. Scale it to the "
             "full 16-bit range (or to 8 bits) first, or give the original DICOM file, whose window lungxray applies")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,8 @@ def _predict_to_folder(
 
     Nothing is overwritten unless `overwrite`: existing outputs are counted and refused before any work.
     With `resume`, the inputs already in `out/predictions.csv` are skipped and the new rows are added to it
-    (overlays of inputs it does not list yet, left by an interrupted run, are redone). Both files are
+    (overlays of inputs it does not list yet, left by an interrupted run, are redone); without a predictions.csv
+    there, `resume` is a fresh run and gets the overwrite check. No output ever replaces an input file. Both files are
     rewritten atomically every few seconds while the run goes on, so an interrupted run can be resumed.
     Images are streamed: memory holds one batch plus the read-ahead of `workers` decoding threads.
     Pass `predictor` to reuse a loaded one (then `model`, `masks`, `mask_dir`, `cam` and `device` are its own).
@@ -159,17 +161,19 @@ def _predict_to_folder(
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
-    clobbered = [t for t in targets if t.resolve() in inputs]
+    same_file = {(st.st_dev, st.st_ino) for st in map(os.stat, (f.path for f in files))}  # case-insensitive disks
+    clobbered = [t for t in targets if t.resolve() in inputs
+                 or (t.exists() and (os.stat(t).st_dev, os.stat(t).st_ino) in same_file)]
     if clobbered:  # whatever overwrite says: an input is never replaced by an output
         raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
                           "choose an out= folder that holds no input image")
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite and not resuming:
-        hint = ("resume=True found no predictions.csv there to continue" if resume
-                else "resume=True to continue them")
+        hint = ("(resume=True found no predictions.csv there to continue) " if resume
+                else "resume=True to continue them, ")
         raise ConfigError(
             f"{len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0]}); "
-            f"pass overwrite=True to replace them, {hint}, or choose another out="
+            f"pass overwrite=True to replace them, {hint}or choose another out="
         )
     pred.check_inputs(files)
     rows: list[dict] = list(done)
