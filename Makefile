@@ -48,7 +48,7 @@ train-encoder: $(STAMP)
 	    --out runs/lung-unet-clean
 	$(VENV)/bin/lungxray segment export-encoder runs/lung-unet-clean runs/lung-encoder.safetensors
 
-# train-encoder-128 (the quick recipe's start; after train-encoder): the same pairs plus the split's COVID and
+# train-encoder-128 (the shipped default's and the quick recipe's start; after train-encoder): the same pairs plus the split's COVID and
 # Normal training images with masks predicted by train-encoder's U-Net, at 128 px (issue 15, session 11).
 train-encoder-128: $(STAMP)
 	$(PY) tools/pseudo_masks.py --split $(SPLIT) --data $(DATA) --label COVID --label Normal \

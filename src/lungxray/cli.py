@@ -182,8 +182,8 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--seed", type=int)
 @click.option("--pretrained", metavar="PATH|lung-encoder|lung-encoder-128|segmenter|imagenet",
               help="Start from these weights: a run folder, .safetensors or weights-only .pt/.pth; 'lung-encoder' (shipped, "
-                   "model lungenc; it left out the default split's val/test images) or 'lung-encoder-128' (the same for "
-                   "small inputs, e.g. 96 px); 'segmenter' (the shipped lung U-Net's "
+                   "model lungenc; it left out the default split's val/test images) or 'lung-encoder-128' (the same, "
+                   "trained at 128 px on more lungs: the default's start); 'segmenter' (the shipped lung U-Net's "
                    "encoder); or 'imagenet' (downloads; densenet121).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config setting, e.g. --set label_smoothing=0.1")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None)

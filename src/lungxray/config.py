@@ -76,8 +76,9 @@ class TrainConfig:
     pretrained: str = ""
     """Start from these weights: a run folder, .safetensors or weights-only .pt/.pth file, "imagenet",
     "segmenter" (the shipped lung U-Net, for model lungenc), "lung-encoder" (the shipped U-Net encoder that left
-    out the default split's validation and test images, for model lungenc) or "lung-encoder-128" (the same for small
-    inputs: trained at 128 px, also on the split's COVID and Normal training images); "" = random."""
+    out the default split's validation and test images, for model lungenc) or "lung-encoder-128" (the same, trained
+    at 128 px, also on the split's COVID and Normal training images: the shipped default's and the quick recipe's
+    start); "" = random."""
     freeze: str = ""
     """Comma-separated parts of the network left as they start, e.g. "encoder.0,encoder.1" (names as in the run's
     layer table, without "body."): their weights get no gradient (and their batch-norm statistics stay as loaded

@@ -17,7 +17,7 @@ SOURCE is either a local file or folder, `imagenet`, `segmenter`, `lung-encoder`
   split's Viral Pneumonia training pairs with `--exclude-split --exclude-split-data`): it left out the validation
   and test images of the default split and the copies of them that the split's detector finds, so a classifier on
   that split can start from it without a pretraining step;
-- `lung-encoder-128`: the same kind of encoder for small inputs (the quick recipe's 96 px), from a U-Net trained at
+- `lung-encoder-128`: the same kind of encoder (the shipped default's and the quick recipe's start), from a U-Net trained at
   128 px on the same pairs plus the default split's COVID and Normal training images, their masks predicted by the
   clean U-Net (`tools/pseudo_masks.py`; training rows only), with the same exclusions;
 - `imagenet`: the standard torchvision ImageNet weights of a library architecture (DenseNet-121, as built by
