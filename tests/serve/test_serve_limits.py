@@ -192,3 +192,14 @@ def test_the_header_deadline_spares_requests_in_progress_and_kept_alive_connecti
         conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         second = _read_response(conn)
         assert second.startswith(b"HTTP/1.1 200") and b'"ok":true' in second
+
+
+def test_raw_12_bit_data_in_a_16_bit_png_is_a_422_with_advice(pred) -> None:
+    import numpy as np
+
+    gray = np.asarray(Image.open(PNG).convert("L"), dtype=np.uint16) * 16  # 0-4080: a detector's 12-bit values
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, "PNG")
+    with TestClient(create_app(pred)) as client:
+        res = _post(client, buf.getvalue())
+    assert res.status_code == 422 and "12 bits or fewer" in res.json()["detail"]
