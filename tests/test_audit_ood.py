@@ -177,3 +177,13 @@ def test_audit_with_every_gradcam_map_empty_reports_no_mass_instead_of_failing(r
     monkeypatch.setattr(predict_mod, "make_gradcam", flat_cam)
     r = audit_run(run, SAMPLE, "test", segmenter=stand_in_segmenter(), out=tmp_path / "a", progress=False)
     assert "gradcam_mass_in_lungs" not in r and (tmp_path / "a" / "audit.png").is_file()
+
+
+def test_audit_out_that_is_a_file_is_refused_and_left_alone(run, tmp_path):
+    from lungxray.errors import ConfigError
+
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(ConfigError, match="is a file"):
+        audit_run(run, SAMPLE, "test", out=target, progress=False)
+    assert target.read_text() == "mine"

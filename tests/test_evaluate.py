@@ -92,3 +92,11 @@ def test_scoring_a_runs_own_training_images_from_another_manifest_warns(tiny_run
         evaluate_run(run, sample_dir, "test", everything, tmp_path / "b", n_bootstrap=0, progress=False)
     n_seen = sum(r.split in ("train", "val") for r in rows)
     assert f"{n_seen} of the {len(rows)} test images" in caplog.text and "not held-out" in caplog.text
+
+
+def test_out_that_is_a_file_is_refused_and_left_alone(tiny_run, manifest, sample_dir, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(ConfigError, match="is a file"):
+        evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, target, n_bootstrap=0, progress=False)
+    assert target.read_text() == "mine"

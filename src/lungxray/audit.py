@@ -86,6 +86,9 @@ def audit_run(
         raise ConfigError(f"masks={masks}: must be auto, provided or predicted")
     run = Path(run)
     out = Path(out) if out else next_free_folder(run / f"audit-{split}")  # audit-test, audit-test-2, ...
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; out= must be a folder (the audit writes audit.json, a plot and a report "
+                          "into it)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
     model, meta = load_checkpoint(run)

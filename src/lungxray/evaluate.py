@@ -70,6 +70,9 @@ def evaluate_run(
     # Without --out each evaluation gets its own folder (eval-test, eval-test-2, ...); an explicit one is never replaced
     # without overwrite.
     out = Path(out) if out else next_free_folder(run / f"eval-{split}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; out= must be a folder (evaluate writes metrics.json, plots and a report "
+                          "into it)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
     model, meta = load_checkpoint(run, which)
