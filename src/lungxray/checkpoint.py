@@ -189,15 +189,15 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     """
     weights, meta = resolve_checkpoint(run, which)
     load_checkpoint(weights)  # refuse to ship something that does not load
+    from .ood import guard_path
+
     dest = Path(dest_stem)
-    dest_ood = dest.with_name(dest.name + ".ood.safetensors")
-    ood = weights.with_name(weights.name.replace(".safetensors", ".ood.safetensors"))
+    ood, dest_ood = guard_path(weights), guard_path(dest.with_suffix(".safetensors"))
     targets = [dest.with_suffix(".safetensors"), dest.with_suffix(".json"), dest_ood]
     existing = [d for d in targets if d.exists()]
     if existing and not overwrite:
         raise CheckpointError(f"{existing[0]} exists; pass overwrite=True to replace the shipped model")
-    data = weights.read_bytes()
-    meta_doc = json.loads(meta.read_text())
+    data, meta_bytes = weights.read_bytes(), meta.read_bytes()
     if half:
         # fp16 storage halves the package; loading casts back to the model's fp32 parameters.
         tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in st_load(data).items()}
@@ -206,8 +206,7 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
             raise CheckpointError(f"{weights}: {bad[0]} holds values beyond float16's range (65504); ship it "
                                   "without half=True (--half)")
         data = st_save(tensors, metadata={"format": FORMAT, "stored_dtype": "float16"})
-        meta_doc["stored_dtype"] = "float16"
-    meta_bytes = (json.dumps(meta_doc, indent=2) + "\n").encode() if half else meta.read_bytes()
+        meta_bytes = (json.dumps({**json.loads(meta_bytes), "stored_dtype": "float16"}, indent=2) + "\n").encode()
     files = [(targets[0], data), (targets[1], meta_bytes)]
     if ood.is_file():
         files.append((dest_ood, ood.read_bytes()))

@@ -27,6 +27,7 @@ from .data.transforms import mixup, random_affine, random_intensity, shrink
 from .errors import ConfigError
 from .inference import check_masks, load_batch, predict_logits
 from .models import Classifier, create_model
+from .ood import guard_path
 from .utils import output_lock, write_json
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                         save_checkpoint(out / "best", scored, meta)
                         # OOD statistics of earlier best weights (a resumed run) would describe other features;
                         # calibration at the end fits new ones.
-                        (out / "best.ood.safetensors").unlink(missing_ok=True)
+                        guard_path(out).unlink(missing_ok=True)
                     save_checkpoint(out / "last", scored, meta)
                 loop.commit(ep, f"epoch {ep.number}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
                                 f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  lr {lr_used:.2e}  "
