@@ -40,6 +40,11 @@ FLUSH_SECONDS = 2.0
 loses at most a few seconds of work to --resume; the interval grows with the files so rewriting stays under ~10%."""
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dict) -> list[dict]:
     """The rows an earlier run left in the output folder: predictions.csv says which inputs are done;
     predictions.json, when it has them, gives their full records (it is written first, so it may hold more)."""
@@ -149,7 +154,9 @@ def _predict_to_folder(
         raise ConfigError("resume=True continues the predictions in out= and overwrite=True replaces them: give only one")
     pred = predictor or Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam)
     files = discover_inputs(paths, exclude=[out])
-    inputs = {f.path.resolve() for f in files}
+    # Inputs by file identity (device, inode): the same file under another path, a hard link or another letter case
+    # on macOS/Windows is still an input.
+    inputs = {_file_id(f.path) for f in files}
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
     desc = pred.describe()
     # Only a folder holding an earlier run's predictions.csv is continued; anywhere else resume=True is a fresh
@@ -161,9 +168,7 @@ def _predict_to_folder(
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
-    same_file = {(st.st_dev, st.st_ino) for st in map(os.stat, (f.path for f in files))}  # case-insensitive disks
-    clobbered = [t for t in targets if t.resolve() in inputs
-                 or (t.exists() and (os.stat(t).st_dev, os.stat(t).st_ino) in same_file)]
+    clobbered = [t for t in targets if t.exists() and _file_id(t) in inputs]
     if clobbered:  # whatever overwrite says: an input is never replaced by an output
         raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
                           "choose an out= folder that holds no input image")
