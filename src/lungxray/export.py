@@ -98,17 +98,16 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which
     data = _to_onnx(wrapped, torch.rand(2, 1, h, w), ["probabilities", "logits", "features"])
     out.with_suffix(".json").unlink(missing_ok=True)  # never a new graph beside an old export's metadata
     atomic_write_bytes(out, data)
-    write_json(out.with_suffix(".json"), {**meta, "onnx": {
-        "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
-        "outputs": ["probabilities", "logits", "features"], "softmax_included": True,
-        "source_sha256": checkpoint_digest(run, which)}})
     diff = onnx_parity(run, out, which=which)
     if not diff <= ONNX_TOLERANCE:  # also NaN: a graph that computes something else is not left to be used
         out.unlink(missing_ok=True)
-        out.with_suffix(".json").unlink(missing_ok=True)
         raise CheckpointError(f"{out}: the export disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
                               f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); nothing was kept. Check the onnx "
                               "and onnxruntime versions, and report it")
+    write_json(out.with_suffix(".json"), {**meta, "onnx": {
+        "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
+        "outputs": ["probabilities", "logits", "features"], "softmax_included": True,
+        "source_sha256": checkpoint_digest(run, which), "max_abs_diff_vs_torch": diff}})
     return out
 
 
