@@ -74,3 +74,58 @@ def test_evaluate_with_provided_instead_of_predicted_masks(fake_segmenter, tmp_p
     assert a["masks"] == "provided" and b["masks"] == "predicted" and a["n"] == b["n"] == 2
     with pytest.raises(ConfigError, match="only the kind of mask"):
         evaluate_run(run, SAMPLE, "test", tmp_path / "vp.csv", tmp_path / "c", masks="none", progress=False)
+
+
+def test_a_run_records_its_segmenter_and_a_different_one_is_told(fake_segmenter, tmp_path, caplog):
+    """The masks a model learned from come from one lung U-Net; evaluating or predicting with another one warns."""
+    import hashlib
+
+    import lungxray
+
+    weights = seg_inf.default_segmenter_path()
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
+    with caplog.at_level("WARNING", logger="lungxray"):
+        run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    assert "trained without --exclude-split" in caplog.text  # the stand-in has no JSON saying what it left out
+    record = json.loads((run / "best.json").read_text())["segmenter"]
+    assert record["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lungxray"):
+        evaluate_run(run, SAMPLE, "test", out=tmp_path / "e1", n_bootstrap=10, progress=False)
+    assert "another lung U-Net" not in caplog.text  # the same segmenter: silent
+
+    weights.write_bytes(b"an updated lung U-Net")
+    with caplog.at_level("WARNING", logger="lungxray"):
+        evaluate_run(run, SAMPLE, "test", out=tmp_path / "e2", n_bootstrap=10, progress=False)
+    assert "another lung U-Net" in caplog.text and record["sha256"][:12] in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lungxray"):
+        lungxray.load(run).predict(SAMPLE / "COVID" / "images" / "COVID-10.png")
+    assert "another lung U-Net" in caplog.text
+
+
+def test_a_segmenter_kept_from_this_split_is_not_warned_about(fake_segmenter, tmp_path, caplog):
+    from lungxray.data.split import manifest_fingerprint, read_manifest
+
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    fp = manifest_fingerprint(read_manifest(tmp_path / "split.csv"))
+    weights = seg_inf.default_segmenter_path()
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
+    for fingerprint, warned in ((fp, False), ("0123456789abcdef", True)):
+        weights.with_suffix(".json").write_text(json.dumps(
+            {"training": {"excluded_by_split": {"manifest": "x.csv", "fingerprint": fingerprint}}}))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lungxray"):
+            train(cfg, SAMPLE, tmp_path / f"run-{warned}", tmp_path / "split.csv", progress=False)
+        assert ("left out the validation and test images of another split" in caplog.text) is warned
+        assert "trained without --exclude-split" not in caplog.text
+
+
+def test_metadata_with_a_malformed_segmenter_record_is_refused(tmp_path):
+    from lungxray.checkpoint import validate_metadata
+
+    meta = {"format": "lungxray-checkpoint/1", "model": "cnn", "classes": ["a", "b"], "image_size": [32, 32]}
+    assert validate_metadata({**meta, "segmenter": {"sha256": "ab" * 32}}, "m")["segmenter"]
+    with pytest.raises(CheckpointError, match="'segmenter'"):
+        validate_metadata({**meta, "segmenter": {"sha256": "not a digest"}}, "m")

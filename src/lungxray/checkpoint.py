@@ -79,6 +79,7 @@ def load_checkpoint(path: str | Path, which: str = "best") -> tuple[Classifier, 
 def validate_metadata(meta: object, where: str | Path) -> dict:
     """Check checkpoint metadata field by field; the error names the first wrong field and what it should be."""
     import math
+    import re
 
     from .config import MASK_MODES
     from .models.registry import list_models
@@ -111,6 +112,10 @@ def validate_metadata(meta: object, where: str | Path) -> dict:
         fail("masks", f"must be one of {', '.join(MASK_MODES)}, got {masks!r}")
     if not isinstance(meta.get("model_args", {}), dict):
         fail("model_args", "must be an object")
+    seg = meta.get("segmenter")
+    if seg is not None and not (isinstance(seg, dict) and isinstance(seg.get("sha256"), str)
+                                and re.fullmatch(r"[0-9a-f]{64}", seg["sha256"])):
+        fail("segmenter", "must be an object with the sha256 (64 hex digits) of the lung U-Net that drew the masks")
     if "lung_view" in meta:
         from .errors import ConfigError
         from .preprocess import LungView

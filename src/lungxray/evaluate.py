@@ -82,6 +82,10 @@ def evaluate_run(
     if (masks == "none") != (trained_masks == "none"):
         raise ConfigError(f"masks={masks}: the model was trained on {'unmasked images' if trained_masks == 'none' else trained_masks + ' masks'}; "
                           "only the kind of mask (provided or predicted) can be changed at evaluation")
+    if masks == "predicted":
+        from .models.pretrained import check_segmenter
+
+        check_segmenter(meta.get("segmenter"), meta["model"])
     size = tuple(meta["image_size"])
     data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress, masks=masks)
     idx = data_split.indices(split)

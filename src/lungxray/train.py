@@ -191,6 +191,13 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
             pretrained = load_pretrained(model, cfg.pretrained, cache_dir)
             check_split(pretrained, manifest_fingerprint(split.rows))
+        segmenter = None
+        if cfg.masks == "predicted":
+            from .data.split import manifest_fingerprint
+            from .models.pretrained import check_segmenter_split, segmenter_record
+
+            segmenter = segmenter_record()
+            check_segmenter_split(segmenter, manifest_fingerprint(split.rows))
         if cfg.freeze and not cfg.pretrained:
             log.warning("freeze=%s without pretrained weights: those parts stay at their random start", cfg.freeze)
         frozen = freeze_parts(model, cfg.freeze)
@@ -198,7 +205,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return _fit(cfg, model, split, train_idx, val_idx, labels, out, state, progress, device, ctx, pretrained,
-                    frozen)
+                    frozen, segmenter)
 
 
 def _check_early(cfg, size: tuple[int, int]) -> None:
@@ -215,7 +222,7 @@ def _check_early(cfg, size: tuple[int, int]) -> None:
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
          device: torch.device, ctx: DistContext | None = None, pretrained: dict | None = None,
-         frozen: tuple[torch.nn.Module, ...] | list[torch.nn.Module] = ()) -> Path:
+         frozen: tuple[torch.nn.Module, ...] | list[torch.nn.Module] = (), segmenter: dict | None = None) -> Path:
     ctx = ctx or DistContext()
     view = cfg.lung_view()
     use_amp = autocast_enabled(cfg.amp, device)
@@ -248,6 +255,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         "masks": cfg.masks,
         **({"lung_view": view.to_dict()} if cfg.masks != "none" else {}),
         **({"pretrained": pretrained} if pretrained else {}),
+        **({"segmenter": segmenter} if segmenter else {}),
         "data": {
             "fingerprint": split.fingerprint,
             "counts": {s: int(len(split.indices(s))) for s in ("train", "val", "test")},

@@ -225,6 +225,47 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
                     "not of this one", report["source"], info.get("manifest"))
 
 
+def segmenter_record() -> dict:
+    """What a classifier trained on predicted masks records about the segmenter that cut them (file, sha256, and
+    what it left out by `--exclude-split`), so that a mismatch with the segmenter at prediction time can be told."""
+    from ..segment.inference import default_segmenter_path
+
+    path = default_segmenter_path()
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "segmenter_split": segmenter_split(path)}
+
+
+def check_segmenter(trained_with: dict | None, model_name: str) -> bool:
+    """Warn (and return False) when the installed lung U-Net is not the one a classifier's training masks came from.
+
+    `trained_with` is the classifier's metadata record (`segmenter_record`); models trained before lungxray kept
+    one, or without predicted masks, have none and pass.
+    """
+    want = (trained_with or {}).get("sha256")
+    if not want:
+        return True
+    have = segmenter_record()["sha256"]
+    if have == want:
+        return True
+    log.warning("model %s was trained on masks drawn by another lung U-Net (sha256 %s...) than the installed one "
+                "(sha256 %s...): the masks may differ from those it learned from, so its accuracy figures may not "
+                "hold; use the lungxray version it was trained with", model_name, want[:12], have[:12])
+    return False
+
+
+def check_segmenter_split(record: dict, split_fingerprint: str) -> None:
+    """Warn when the masks a classifier trains and is scored on come from a lung U-Net that saw its val/test images."""
+    info = record.get("segmenter_split")
+    if not info:
+        log.warning("masks=predicted: the lung U-Net that draws the masks (%s) was trained without --exclude-split, "
+                    "so it may have seen images that this classifier validates or tests on; the crops it is scored on "
+                    "would then be cut by a segmenter that knew those films", record["file"])
+    elif info.get("fingerprint") != split_fingerprint:
+        log.warning("masks=predicted: the lung U-Net that draws the masks (%s) left out the validation and test images "
+                    "of another split (%s), not of this one: it may have seen images that this classifier validates "
+                    "or tests on", record["file"], info.get("manifest"))
+
+
 def check_source(source: str | Path) -> None:
     """Raise ConfigError now if `source` names a local file or folder that cannot serve (before minutes of work)."""
     if str(source).lower() not in NAMED_SOURCES:

@@ -53,16 +53,24 @@ def mask_plan(file: InputFile, *, masked: bool, mode: str, trained: str, mask_di
     return None, True
 
 
-def load_lung_segmenter(model_name: str, example: str | None = None):
-    """The shipped lung segmentation model; a CheckpointError saying what to do instead when it is not available."""
+def load_lung_segmenter(model_name: str, example: str | None = None, trained_with: dict | None = None):
+    """The shipped lung segmentation model; a CheckpointError saying what to do instead when it is not available.
+
+    `trained_with` is the classifier's metadata record of the segmenter that drew its training masks
+    (`models.pretrained.segmenter_record`); when the shipped one is another file, a warning says so.
+    """
     try:
         from ..segment import Segmenter
     except ImportError as exc:
         raise CheckpointError(_no_segmenter(model_name, f"lungxray.segment cannot be imported: {exc}", example)) from None
     try:
-        return Segmenter.load(path=None)
+        seg = Segmenter.load(path=None)
     except LungxrayError as exc:
         raise CheckpointError(_no_segmenter(model_name, str(exc), example)) from None
+    from ..models.pretrained import check_segmenter
+
+    check_segmenter(trained_with, model_name)
+    return seg
 
 
 def _no_segmenter(model_name: str, reason: str, example: str | None) -> str:

@@ -254,7 +254,7 @@ class Predictor:
     def segmenter(self, example: str | None = None):
         """The lung segmentation model, loaded on first use; a clear error when it is not available."""
         if self._segmenter is None:
-            self._segmenter = load_lung_segmenter(self.model.name, example)
+            self._segmenter = load_lung_segmenter(self.model.name, example, self.meta.get("segmenter"))
         return self._segmenter
 
     # ------------------------------------------------------------------------------------ pipeline
