@@ -46,6 +46,17 @@ def heldout_pairs(folder: str, meta: dict) -> tuple[str, list]:
     return label, [by_key[f] for f in entry["files"]]
 
 
+def split_held_pairs(folder: str, manifest: str) -> tuple[str, list]:
+    """The pairs of `folder` whose image the classifier split `manifest` puts in val or test."""
+    from lungxray.segment.train import SplitExclusion, _named_in
+
+    held = SplitExclusion.read(manifest).held
+    pairs = [p for p in find_pairs(folder, source_name(folder)) if _named_in(p.image, held)]
+    if not pairs:
+        raise DatasetError(f"none of the pairs of {folder} is in the val or test split of {manifest}")
+    return f"{source_name(folder)} (val + test of {Path(manifest).name})", pairs
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -94,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default=None, help="Weights or run folder (default: the shipped model).")
     ap.add_argument("--val", action="append", default=[], help="Folder of image/mask pairs, scored in full (repeatable).")
     ap.add_argument("--heldout", action="append", default=[], help="Folder whose held-out files (from the metadata) are scored.")
+    ap.add_argument("--split-held", action="append", default=[], metavar="FOLDER",
+                    help="Folder whose pairs a classifier split (--split) puts in val or test are scored: the "
+                         "images the classifier is scored on, for a U-Net trained with --exclude-split SPLIT.")
+    ap.add_argument("--split", default=None, help="Split manifest for --split-held.")
     ap.add_argument("--latency-runs", type=int, default=300, help="Timed single-image calls (the median is reported).")
     ap.add_argument("--batch", type=int, default=32, help="Batch size for the throughput figure.")
     ap.add_argument("--batch-runs", type=int, default=10)
@@ -114,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = [(source_name(v), find_pairs(v, source_name(v))) for v in args.val]
     sets += [heldout_pairs(h, meta) for h in args.heldout]
+    if args.split_held and not args.split:
+        ap.error("--split-held needs --split SPLIT.csv")
+    sets += [split_held_pairs(f, args.split) for f in args.split_held]
     for label, pairs in sets:
         res = evaluate_pairs(seg, pairs, progress=sys.stderr.isatty(), desc=f"scoring {label}")
         results["sets"][label] = res
