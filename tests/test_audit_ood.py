@@ -187,3 +187,13 @@ def test_audit_out_that_is_a_file_is_refused_and_left_alone(run, tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         audit_run(run, SAMPLE, "test", out=target, progress=False)
     assert target.read_text() == "mine"
+
+
+def test_audit_out_that_cannot_be_written_fails_before_any_work(tmp_path, monkeypatch):
+    import lungxray.audit as audit_mod
+    from lungxray.errors import ConfigError
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(audit_mod, "load_checkpoint", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(ConfigError, match="cannot write there"):
+        audit_run(tmp_path / "run", SAMPLE, "test", out=tmp_path / "afile" / "audit", progress=False)

@@ -392,3 +392,21 @@ def test_calibrate_refuses_a_run_being_written_and_reads_validated_metadata(spli
     (run / "best.json").write_text('{"classes": ["COVID"]}')
     with pytest.raises(CheckpointError):
         calibrate_existing(run, SAMPLE, progress=False)
+
+
+def test_calibrate_keeps_an_existing_calibration_unless_asked_and_says_when_it_skips(split_csv, tmp_path):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])
+    assert res.exit_code == 0 and "skipped: fewer than 50 validation images" in res.output
+    meta = json.loads((run / "best.json").read_text())
+    meta["temperature"] = 1.7  # as a calibration fitted on a larger validation split would leave it
+    (run / "best.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])
+    assert res.exit_code == 2 and "already calibrated" in res.output and "--overwrite" in res.output
+    assert json.loads((run / "best.json").read_text())["temperature"] == 1.7
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE), "--overwrite"])
+    assert res.exit_code == 0 and json.loads((run / "best.json").read_text())["temperature"] == 1.0

@@ -30,7 +30,7 @@ from .errors import ConfigError, DatasetError
 from .inference import load_batch
 from .preprocess import LungView, lung_view
 from .metrics import softmax
-from .utils import next_free_folder, write_json
+from .utils import check_output_folder, next_free_folder, write_json
 
 if TYPE_CHECKING:
     from .segment.inference import MaskPredictor
@@ -91,6 +91,7 @@ def audit_run(
                           "into it)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
+    check_output_folder(out)  # a folder that cannot be written fails now, not after minutes of work
     model, meta = load_checkpoint(run)
     size = tuple(meta["image_size"])
     ds = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress)

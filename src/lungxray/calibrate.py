@@ -51,10 +51,12 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
     return t
 
 
-def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> dict:
+def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True,
+                       overwrite: bool = False) -> dict:
     """Fit temperature scaling and the OOD guard for an existing run, on its own validation split.
 
-    For runs trained with `calibrate = false`; the test split is not touched. Returns the updated metadata.
+    For runs trained with `calibrate = false`; a run that has a calibration keeps it unless `overwrite`. The test
+    split is not touched. Returns the updated metadata.
     """
     from .utils import output_lock, read_json
 
@@ -64,6 +66,9 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
     # A training still writing this run would replace best.json under us: one writer at a time.
     with output_lock(run, "train or calibrate"):
         _, meta = load_checkpoint(run, "best")  # validated metadata, and weights that load
+        if "calibration" in meta and not overwrite:
+            raise ConfigError(f"{run} is already calibrated (temperature {meta.get('temperature', 1.0):.3f}, "
+                              f"{meta['calibration'].get('method', '?')}); pass overwrite=True to fit it again")
         size = tuple(meta["image_size"])
         split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
                            masks=meta.get("masks", "none"))

@@ -119,7 +119,7 @@ def data_inspect(path: str, classes: str | None, max_distance: int, as_json: boo
 @click.argument("path", type=click.Path(), default=DEFAULT_DATA)
 @click.option("--out", required=True, type=click.Path(), help="Manifest CSV to write.")
 @_classes_opt
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--val", "val_frac", default=0.1, show_default=True, help="Validation fraction.")
 @click.option("--test", "test_frac", default=0.2, show_default=True, help="Test fraction.")
 @click.option("--per-class", default=None, type=int, help="Cap images per class (subsampled before splitting).")
@@ -467,12 +467,15 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
 @main.command("calibrate")
 @click.argument("run", type=click.Path())
 @data_option
-def calibrate_cmd(run, data) -> None:
+@overwrite_option("the run's existing calibration")
+def calibrate_cmd(run, data, overwrite) -> None:
     """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
     from .calibrate import calibrate_existing
 
-    meta = calibrate_existing(run, data, progress=True)
+    meta = calibrate_existing(run, data, progress=True, overwrite=overwrite)
     c = meta["calibration"]
+    if c["method"].startswith("skipped"):
+        click.echo(f"calibration {c['method']} ({c['n']}): temperature left at 1.000")
     click.echo(f"temperature {meta['temperature']:.3f}: validation ECE {c['val_ece_before']:.4f} -> {c['val_ece_after']:.4f} "
                f"({c['n']} images)")
     if "ood" in meta:

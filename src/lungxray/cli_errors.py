@@ -58,7 +58,18 @@ class _Group(click.Group):
             ctx.exit(2)
         except OSError as exc:
             # A write that failed (disk full, permissions) after the checks: one line, never a traceback.
-            where = f"{exc.filename}: " if exc.filename else ""
+            command = ctx.meta.get("lungxray.command", self)
+            where = f"{_final_name(str(exc.filename))}: " if exc.filename else ""
+            again = "rerun with --resume" if "resume" in _options(command) else "rerun"
             click.echo(f"error: {where}{exc.strerror or exc} (outputs written so far are kept; fix this and "
-                       "rerun, with --resume where the command has it)", err=True)
+                       f"{again})", err=True)
             ctx.exit(2)
+
+
+_TEMP = re.compile(r"^(?P<dir>.*/)?\.(?P<name>.+)\.[^./]+\.tmp$")
+
+
+def _final_name(path: str) -> str:
+    """The file a failed atomic write was for (`utils.atomic_write_bytes` writes `.NAME.XXXX.tmp` beside it)."""
+    m = _TEMP.match(path)
+    return f"{m['dir'] or ''}{m['name']}" if m else path

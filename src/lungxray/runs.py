@@ -44,8 +44,18 @@ log = logging.getLogger(__name__)
 STATE = "state.pt"
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Create `out` for a new run, or check it holds one to resume; an existing run is replaced only with overwrite."""
+# Files that make a folder a lungxray run (classifier or segmenter): what overwrite may replace.
+RUN_MARKERS = ("config.json", STATE, "best.json", "best.safetensors", "history.csv")
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Create `out` for a new run, or check it holds one to resume; an existing run is replaced only with overwrite.
+
+    Overwrite replaces a run folder only: a non-empty folder without any of `RUN_MARKERS` (someone's data, a project
+    folder) is refused, and so is one that holds any of `inputs` (the run's data, split or validation folders).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder: choose another out=")
     if out.exists() and any(out.iterdir()):
         if resume:
             if not (out / STATE).is_file():
@@ -58,6 +68,15 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         if not overwrite:
             raise ConfigError(f"{out} already holds a run; use resume=True to continue it, overwrite=True to replace it, "
                               "or another out=")
+        if not any((out / m).exists() for m in RUN_MARKERS):
+            raise ConfigError(f"{out} holds files but is not a lungxray run (none of {', '.join(RUN_MARKERS)}): "
+                              "overwrite only replaces runs, never other folders; choose another out=")
+        target = out.resolve()
+        for item in inputs:
+            p = Path(item).resolve()
+            if p == target or target in p.parents:
+                raise ConfigError(f"{out} holds {item}, an input of this run: overwrite would delete it; choose "
+                                  "another out=")
         shutil.rmtree(out)
     elif resume:
         raise ConfigError(f"{out}: nothing to resume (folder missing or empty)")

@@ -142,7 +142,7 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if not resume:  # before prepare_run_dir: with overwrite=True a bad setting must not cost the old run
         _check_early(cfg, (cfg.image_size, cfg.image_size))
     if ctx.is_main:
-        runs.prepare_run_dir(out, resume, overwrite)
+        runs.prepare_run_dir(out, resume, overwrite, inputs=[p for p in (data, split_csv) if p])
     ctx.barrier()
     state = verify_state(load_state(out / runs.STATE), out / runs.STATE) if resume else None
     if state is not None:

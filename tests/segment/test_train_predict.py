@@ -176,7 +176,7 @@ def test_exclude_split_leaves_out_a_classifiers_validation_and_test_images(tmp_p
     from lungxray.cli import main
 
     res = CliRunner().invoke(main, ["segment", "train", "--data", str(VP), "--exclude-split", str(manifest),
-                                    "--holdout-frac", "0", "--image-size", "32", "--channels", "4,8,16",
+                                    "--image-size", "32", "--channels", "4,8,16",
                                     "--num-res-units", "1", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "cli")])
     assert res.exit_code == 0, res.output
     cli_meta = json.loads((tmp_path / "cli" / "best.json").read_text())["training"]

@@ -175,8 +175,12 @@ def split_dataset(
 
     Unreadable images are left out of the manifest (and reported), so every later command can trust it.
     """
+    if out is not None and Path(out).is_dir():
+        raise DatasetError(f"out={out} is a folder; give the manifest's file name, e.g. {Path(out) / 'split.csv'}")
     if out is not None and Path(out).exists() and not overwrite:
         raise DatasetError(f"{out} exists; choose another out= or pass overwrite=True")
+    if seed < 0:
+        raise DatasetError(f"seed must be >= 0, got {seed}")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         # before minutes of hashing and copy search, not after
         raise DatasetError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -189,6 +193,16 @@ def split_dataset(
                              images=[prep.images[prep.image_rows[i]] for i in keep], min_detail=min_detail,
                              progress=_progress_printer("comparing", progress))
     assert not cross_split_pairs(rows, pairs), "copies of one radiograph split apart"
+    found = {r.label for r in rows}
+    missing = [c for c in index.classes if c not in found]
+    if missing:
+        raise DatasetError(f"{path}: no readable image of class(es) {', '.join(missing)} ({len(prep.failures)} "
+                           "unreadable); a split needs every class: no manifest written")
+    for part, frac in zip(("val", "test"), fractions[1:]):
+        empty = [c for c in index.classes if frac > 0 and not any(r.label == c and r.split == part for r in rows)]
+        if empty:
+            log.warning("the %s split has no image of %s (too few images per class for fraction %g): figures on it "
+                        "will not cover every class", part, ", ".join(empty), frac)
     digests = [prep.digests[i] for i in keep]
     result = SplitResult(rows, pairs, prep.failures, manifest_fingerprint(rows, digests))
     if out is not None:

@@ -60,6 +60,16 @@ def plan_fill(dataset: str | Path, classes: list[str] | None = None) -> FillRepo
         class_dir = index.root / index.class_dirs[s.label]
         mask_dir = next((class_dir / d for d in MASK_DIRS if (class_dir / d).is_dir()), class_dir / "masks")
         report.planned.append((image, mask_dir / f"{image.stem}.png"))
+    # Two images of one stem (X.png, X.jpg) would write one mask: neither is filled, rather than one silently.
+    by_target: dict[Path, list[Path]] = {}
+    for image, target in report.planned:
+        by_target.setdefault(target, []).append(image)
+    shared = {t: imgs for t, imgs in by_target.items() if len(imgs) > 1}
+    if shared:
+        report.planned = [(i, t) for i, t in report.planned if t not in shared]
+        for target, images in shared.items():
+            names = " and ".join(p.name for p in images)
+            report.skipped.append((str(target), f"{target}: {names} would both write this mask; neither is filled (rename one)"))
     return report
 
 
@@ -101,7 +111,7 @@ def fill_masks(
                 report.skipped.append((str(image_path), str(exc)))
         for mask, target in zip(segmenter.predict(images, size=MASK_SIZE), targets):
             if target.exists():
-                report.skipped.append((str(target), "a mask appeared meanwhile; left untouched"))
+                report.skipped.append((str(target), f"{target}: a mask appeared meanwhile; left untouched"))
                 continue
             atomic_write_bytes(target, mask_png(mask))
             report.written.append(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from PIL import Image
 from ..data.discovery import is_image_file
 from ..data.io import read_image
 from ..errors import ConfigError, ImageReadError
-from ..utils import atomic_write_bytes
+from ..progress import bar as progress_bar
+from ..utils import atomic_write_bytes, check_output_folder
 from .fill import mask_png
 from .overlay import overlay
 
@@ -23,6 +25,11 @@ class PredictReport:
     overlays: list[Path] = field(default_factory=list)
     lung_fraction: list[float] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
@@ -48,6 +55,7 @@ def predict_files(
     size: tuple[int, int] | None = None,
     overwrite: bool = False,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> PredictReport:
     """Write `<out>/<image stem>.png` (grayscale, lung = 255) per image, and `<stem>_overlay.png` if asked.
 
@@ -55,7 +63,8 @@ def predict_files(
         paths: image files or folders of images.
         segmenter: a loaded `Segmenter`.
         size: mask (H, W); default each image's own size ((256, 256) gives the Radiography Database convention).
-        overwrite: replace files already in `out` (refused by default).
+        overwrite: replace files already in `out` (refused by default); an input image is never replaced.
+        progress: a bar on a terminal, a line every 10 s otherwise (`progress.bar`).
     Unreadable images are skipped and listed in the report.
     """
     files = expand_inputs(paths)
@@ -66,12 +75,21 @@ def predict_files(
         if key in names and names[key] != f:
             raise ConfigError(f"{names[key]} and {f} would both write {out / (f.stem + '.png')}; segment them into different folders")
         names[key] = f
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file, not a folder; choose another out=")
+    targets = [out / f"{f.stem}{tail}.png" for f in files for tail in ("", "_overlay") if tail == "" or with_overlay]
+    inputs = {_file_id(f) for f in files}
+    for t in targets:  # never write over an input X-ray, whatever overwrite says
+        if t.exists() and _file_id(t) in inputs:
+            raise ConfigError(f"{t} is one of the input images; writing its mask there would destroy it: choose "
+                              "another out=")
     if not overwrite:
-        clash = [out / f"{f.stem}.png" for f in files if (out / f"{f.stem}.png").exists()]
+        clash = [t for t in targets if t.exists()]
         if clash:
             raise ConfigError(f"{clash[0]} exists ({len(clash)} output file(s) would be replaced); use overwrite=True or another out=")
+    check_output_folder(out)
     report = PredictReport()
-    for start in range(0, len(files), batch_size):
+    for start in progress_bar(range(0, len(files), batch_size), desc="segmenting", unit="batch", enabled=progress):
         chunk, images = [], []
         for f in files[start : start + batch_size]:
             try:

@@ -88,8 +88,12 @@ class SegTrainConfig:
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
         if self.image_size < 16 or self.image_size % (2 ** (len(self.channels) - 1)):
             raise ConfigError(f"image_size {self.image_size} must be >= 16 and divisible by {2 ** (len(self.channels) - 1)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError("epochs and batch_size must be >= 1 and lr a number > 0")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ConfigError(f"max_pairs must be >= 1 (or unset for every pair), got {self.max_pairs}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 1 (or 0 for torch's default), got {self.threads}")
         if not 0.0 <= self.holdout_frac < 1.0:
             raise ConfigError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
         if self.exclude_split and not Path(self.exclude_split).is_file():
@@ -186,6 +190,22 @@ def _named_in(image: Path, paths: frozenset[str]) -> bool:
     """Whether one of `paths` (relative to some dataset root) ends `image`'s path (symlinks not followed)."""
     parts = Path(image).absolute().parts
     return any("/".join(parts[-k:]) in paths for k in range(1, min(len(parts), 6) + 1))
+
+
+def _check_sources(data, holdout_data, val_data) -> None:
+    """Every data folder exists, and none is used twice (a validation folder that is also trained on scores memory)."""
+    seen: dict[Path, str] = {}
+    for role, folders in (("data", data), ("holdout_data", holdout_data), ("val", val_data)):
+        for d in folders:
+            p = Path(d)
+            if not p.is_dir():
+                raise ConfigError(f"{role}={d}: no such folder")
+            r = p.resolve()
+            for other, other_role in seen.items():
+                if r == other or other in r.parents or r in other.parents:
+                    raise ConfigError(f"{role}={d} overlaps {other_role}={other}: a folder can be trained on or "
+                                      "validated on, not both (and not twice)")
+            seen[r] = role
 
 
 def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, progress: bool,
@@ -298,7 +318,10 @@ def train_segmenter(
 
 def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_data, overwrite: bool, progress: bool,
                      resume: bool) -> Path:
-    runs.prepare_run_dir(out, resume, overwrite)
+    inputs = [*data, *holdout_data, *val_data]
+    _check_sources(data, holdout_data, val_data)  # before prepare_run_dir: with overwrite a typo must not cost a run
+    runs.prepare_run_dir(out, resume, overwrite,
+                         inputs=[*inputs, *(p for p in (cfg.exclude_split, cfg.exclude_split_data) if p)])
     state = None
     if resume:
         state = verify_state(load_state(out / runs.STATE), out / runs.STATE)
@@ -360,6 +383,13 @@ def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_dat
         "val_near_duplicates_of_train": {k: near_duplicates_of(v.hashes, train_set.hashes) for k, v in val_sets.items()},
         "skipped_unreadable": len(train_set.skipped) + sum(len(v.skipped) for v in val_sets.values()),
     }
+    if not val_sets:
+        log.warning("no validation pairs (no --val folder and no --holdout-data share): the epoch kept as best is the "
+                    "one with the lowest training loss, and no Dice is measured")
+    for name, n in data_meta["val_near_duplicates_of_train"].items():
+        if n:
+            log.warning("%d of %d validation pairs of %s are near-duplicates of training images: their Dice is "
+                        "optimistic", n, len(val_sets[name]), name)
 
     # Forked RNG: seeding for reproducibility must not change the caller's global random state.
     with torch.random.fork_rng(devices=[]):
