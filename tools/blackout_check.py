@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
     ap.add_argument("--grow", type=int, default=4, help="pixels the lung mask is grown by before blacking out")
     ap.add_argument("--subset", choices=("test", "val"), default="test", help="which split's images [test]")
+    ap.add_argument("--by-class", action="store_true",
+                    help="also print, for the blacked-out films of each class, the share called each class")
     args = ap.parse_args(argv)
     with open(args.split, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == args.subset]
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
             auc = roc_auc_score(y == "COVID", p_covid)
             kept = float((called[y == "COVID"] == "COVID").mean())
             print(f"{Path(model).name:<26} {name:<16} {acc:>8.1%} {auc:>17.3f} {kept:>18.1%}")
+        if args.by_class:
+            classes = list(res[0].probabilities)
+            print(f"  lungs blacked out, called as: {'true class':<16} {'n':>4} " + " ".join(f"{c:>16}" for c in classes))
+            for c in classes:
+                got = called[y == c]
+                print(f"  {'':<29} {c:<16} {len(got):>4} " + " ".join(f"{np.mean(got == k):>16.1%}" for k in classes))
 
 
 if __name__ == "__main__":

@@ -166,6 +166,9 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
     meta_dest = dest.with_suffix(".json")
     if dest.resolve() == src.resolve() or meta_dest.resolve() == src.with_suffix(".json").resolve():
         raise ConfigError(f"{dest}: that is the U-Net it would be read from; write the encoder elsewhere")
+    folders = [p for p in (dest, meta_dest) if p.is_dir()]
+    if folders:
+        raise ConfigError(f"{folders[0]} is a folder; give the encoder's file name, e.g. {folders[0] / 'encoder.safetensors'}")
     existing = [p for p in (dest, meta_dest) if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
