@@ -224,8 +224,9 @@ def test_second_writer_of_an_output_folder_is_refused(tmp_path: Path) -> None:
             with output_lock(out, "predict"):
                 pass
     with output_lock(out, "predict"):  # released when the first run ends
-        pass
+        assert (tmp_path / ".same.lungxray-lock").is_file()
     assert not out.exists() or not any(out.iterdir())  # the lock lives beside the folder, not in it
+    assert not (tmp_path / ".same.lungxray-lock").exists()  # and is removed when the command ends
 
 
 def test_predict_into_a_file_fails_in_one_line(tmp_path: Path, sample_dir: Path) -> None:

@@ -95,7 +95,8 @@ def output_lock(out: str | Path, what: str):
     """Hold an exclusive lock on output folder `out` while a command writes it; a second command that wants the
     same folder is refused at once with a clear message instead of silently mixing its rows with ours.
 
-    The lock file sits beside the folder (`.NAME.lungxray-lock`), so the folder's own contents are untouched."""
+    The lock file sits beside the folder (`.NAME.lungxray-lock`), so the folder's own contents are untouched, and is
+    removed when the command ends."""
     import fcntl
 
     from .errors import ConfigError
@@ -103,13 +104,24 @@ def output_lock(out: str | Path, what: str):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.with_name(f".{out.name}.lungxray-lock")
-    fh = open(lock, "a+")
-    try:
+    for _ in range(3):
+        fh = open(lock, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise ConfigError(f"{out} is being written by another lungxray {what} right now; wait for it to finish, "
                               "or choose another output folder") from None
+        try:  # the holder before us may have removed the file between our open and our lock: lock the new one
+            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    else:
+        raise ConfigError(f"{out}: could not take its lock file {lock.name}; try again")
+    try:
         yield out
     finally:
+        lock.unlink(missing_ok=True)  # while still held: a later command creates and locks a fresh file
         fh.close()  # closing releases the lock
