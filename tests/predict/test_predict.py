@@ -377,3 +377,14 @@ def test_predicted_masks_come_from_the_segmenter(ckpts, stand_in_segmenter):
     (r,) = pred.predict_paths([img])
     assert r.mask_source == "predicted" and seg.calls == 1
     np.testing.assert_allclose(r.logits, _manual_logits(ckpts["masked"], img, r.mask), atol=1e-5)
+
+
+def test_a_mask_with_no_lungs_flags_the_result_instead_of_passing_a_black_image_off_as_an_answer(ckpts):
+    img = read_image(VP / "Viral Pneumonia-4.png")
+    pred = Predictor.load(ckpts["masked"])
+    empty = np.zeros(img.shape, bool)
+    empty[:2, :2] = True  # a few pixels: under 1% of the image
+    r = pred.predict_array(img, mask=empty)
+    assert r.ood["flagged"] and any(reason.startswith("no lungs found") for reason in r.ood["reasons"])
+    ok = pred.predict_array(img, mask=read_mask(SAMPLE / "Viral Pneumonia" / "masks" / "Viral Pneumonia-4.png"))
+    assert not any(reason.startswith("no lungs found") for reason in ok.ood["reasons"])

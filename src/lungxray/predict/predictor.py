@@ -32,6 +32,10 @@ from .results import (DEFAULT_MODEL, DISPLAY_MAX_SIDE, INTENDED_USE, MASK_MODES,
 
 log = logging.getLogger(__name__)
 
+MIN_LUNG_SHARE = 0.01
+"""A mask covering less of the model's input than this means no lungs were found: the result is flagged (ood)."""
+
+
 @dataclass
 class _Item:
     """An image between reading and classification (internal)."""
@@ -282,8 +286,13 @@ class Predictor:
         item.mask_model = m if m.shape == self.size else resize_mask(m, self.size)
         item.mask_display = m if m.shape == item.display.shape else resize_mask(m, item.display.shape)
         item.mask_source, item.mask_path = source, mask_path
-        if item.mask_model.mean() < 0.01:
+        share = float(item.mask_model.mean())
+        if share < MIN_LUNG_SHARE:
+            # A lung-only model then sees an almost black image: its answer carries no information about the lungs,
+            # so the result is flagged like any other input outside what the model knows.
             log.warning("%s: the lung mask covers less than 1%% of the image; the model sees an almost black image", item.name)
+            item.ood_reasons.append(f"no lungs found: the lung mask covers {share:.1%} of the image (under "
+                                    f"{MIN_LUNG_SHARE:.0%}), so the model saw an almost black image")
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """(penultimate features or None, logits, probabilities) for a model-ready batch (N, 1, H, W)."""
