@@ -48,10 +48,10 @@ def heldout_pairs(folder: str, meta: dict) -> tuple[str, list]:
 
 def split_held_pairs(folder: str, manifest: str) -> tuple[str, list]:
     """The pairs of `folder` whose image the classifier split `manifest` puts in val or test."""
-    from lungxray.segment.train import SplitExclusion, _named_in
+    from lungxray.segment.train import SplitExclusion
 
-    held = SplitExclusion.read(manifest).held
-    pairs = [p for p in find_pairs(folder, source_name(folder)) if _named_in(p.image, held)]
+    exclusion = SplitExclusion.read(manifest)
+    pairs = [p for p in find_pairs(folder, source_name(folder)) if exclusion.holds(p.image)]
     if not pairs:
         raise DatasetError(f"none of the pairs of {folder} is in the val or test split of {manifest}")
     return f"{source_name(folder)} (val + test of {Path(manifest).name})", pairs

@@ -189,11 +189,15 @@ def test_audit_out_that_is_a_file_is_refused_and_left_alone(run, tmp_path):
     assert target.read_text() == "mine"
 
 
-def test_audit_out_that_cannot_be_written_fails_before_any_work(tmp_path, monkeypatch):
+def test_audit_out_that_cannot_be_written_fails_before_any_work(run, tmp_path, monkeypatch):
     import lungxray.audit as audit_mod
-    from lungxray.errors import ConfigError
+    from lungxray.errors import CheckpointError, ConfigError
 
     (tmp_path / "afile").write_text("x")
-    monkeypatch.setattr(audit_mod, "load_checkpoint", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(audit_mod, "load_split", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ConfigError, match="cannot write there"):
-        audit_run(tmp_path / "run", SAMPLE, "test", out=tmp_path / "afile" / "audit", progress=False)
+        audit_run(run, SAMPLE, "test", out=tmp_path / "afile" / "audit", progress=False)
+    # A mistyped run is refused before its default output folder is made.
+    with pytest.raises(CheckpointError):
+        audit_run(tmp_path / "typo", SAMPLE, "test", progress=False)
+    assert not (tmp_path / "typo").exists()

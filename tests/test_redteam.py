@@ -229,6 +229,30 @@ def test_second_writer_of_an_output_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / ".same.lungxray-lock").exists()  # and is removed when the command ends
 
 
+def test_a_lock_file_removed_by_the_previous_holder_is_replaced_not_shared(tmp_path: Path, monkeypatch) -> None:
+    # The holder before us unlinks its lock file after we opened it and before we locked it: our lock is on a file
+    # nobody else will open, so output_lock must take a fresh one (else two writers could each hold "the" lock).
+    import fcntl
+
+    from lungxray.utils import output_lock
+
+    out = tmp_path / "same"
+    lock = tmp_path / ".same.lungxray-lock"
+    real = fcntl.flock
+    calls = []
+
+    def flock(fh, op):
+        calls.append(op)
+        if len(calls) == 1:
+            lock.unlink()  # what the previous holder does as it ends
+        return real(fh, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with output_lock(out, "predict"):
+        assert len(calls) == 2 and lock.is_file()  # locked again, on the file now at the path
+    assert not lock.exists()
+
+
 def test_predict_into_a_file_fails_in_one_line(tmp_path: Path, sample_dir: Path) -> None:
     from click.testing import CliRunner
 

@@ -402,8 +402,11 @@ def test_calibrate_keeps_an_existing_calibration_unless_asked_and_says_when_it_s
     run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
     res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])
     assert res.exit_code == 0 and "skipped: fewer than 50 validation images" in res.output
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])  # a skipped one is no loss
+    assert res.exit_code == 0, res.output
     meta = json.loads((run / "best.json").read_text())
     meta["temperature"] = 1.7  # as a calibration fitted on a larger validation split would leave it
+    meta["calibration"]["method"] = "temperature scaling (NLL) on the validation split"
     (run / "best.json").write_text(json.dumps(meta))
     res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])
     assert res.exit_code == 2 and "already calibrated" in res.output and "--overwrite" in res.output

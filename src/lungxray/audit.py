@@ -91,8 +91,8 @@ def audit_run(
                           "into it)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
+    model, meta = load_checkpoint(run)  # first: a mistyped run must not leave an audit folder behind
     check_output_folder(out)  # a folder that cannot be written fails now, not after minutes of work
-    model, meta = load_checkpoint(run)
     size = tuple(meta["image_size"])
     ds = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress)
     idx = ds.indices(split)

@@ -66,7 +66,8 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
     # A training still writing this run would replace best.json under us: one writer at a time.
     with output_lock(run, "train or calibrate"):
         _, meta = load_checkpoint(run, "best")  # validated metadata, and weights that load
-        if "calibration" in meta and not overwrite:
+        fitted = "calibration" in meta and not str(meta["calibration"].get("method", "")).startswith("skipped")
+        if fitted and not overwrite:
             raise ConfigError(f"{run} is already calibrated (temperature {meta.get('temperature', 1.0):.3f}, "
                               f"{meta['calibration'].get('method', '?')}); pass overwrite=True to fit it again")
         size = tuple(meta["image_size"])

@@ -65,15 +65,15 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
             return
+        if not any((out / m).exists() for m in RUN_MARKERS):
+            raise ConfigError(f"{out} holds files but is not a lungxray run (none of {', '.join(RUN_MARKERS)}): "
+                              "a run is never written into, nor replaces, another folder; choose another out=")
         if not overwrite:
             raise ConfigError(f"{out} already holds a run; use resume=True to continue it, overwrite=True to replace it, "
                               "or another out=")
-        if not any((out / m).exists() for m in RUN_MARKERS):
-            raise ConfigError(f"{out} holds files but is not a lungxray run (none of {', '.join(RUN_MARKERS)}): "
-                              "overwrite only replaces runs, never other folders; choose another out=")
         target = out.resolve()
         for item in inputs:
-            p = Path(item).resolve()
+            p = Path(item).expanduser().resolve()
             if p == target or target in p.parents:
                 raise ConfigError(f"{out} holds {item}, an input of this run: overwrite would delete it; choose "
                                   "another out=")

@@ -121,9 +121,48 @@ def test_data_split_refuses_a_manifest_without_a_class_and_warns_about_empty_par
     assert "the val split has no image of" in caplog.text
 
 
-def test_failed_write_names_the_final_file_and_offers_resume_only_where_it_exists():
+def test_failed_write_names_the_final_file_and_offers_resume_only_where_it_exists(tmp_path, monkeypatch):
+    import errno
+
+    import lungxray.data
+    import lungxray.train
     from lungxray.cli_errors import _final_name
 
     assert _final_name("/x/y/.split.csv.k2j3l.tmp") == "/x/y/split.csv"
     assert _final_name(".a.b.safetensors.q1.tmp") == "a.b.safetensors"
     assert _final_name("/x/Normal-12.png") == "/x/Normal-12.png"
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".s.csv.x1y2.tmp"))
+
+    monkeypatch.setattr(lungxray.data, "split_dataset", disk_full)  # data split has no --resume
+    res = CliRunner().invoke(main, ["data", "split", str(SAMPLE), "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and f"{tmp_path / 's.csv'}: No space left" in res.output
+    assert ".tmp" not in res.output and "--resume" not in res.output
+    monkeypatch.setattr(lungxray.train, "train", disk_full)  # train has one
+    res = CliRunner().invoke(main, ["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "rerun with --resume" in res.output
+
+
+def test_overwrite_is_not_offered_for_a_folder_it_would_refuse(tmp_path):
+    (tmp_path / "project" / "x").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["segment", "train", "--data", str(VP), "--out", str(tmp_path / "project"), *TINY])
+    assert res.exit_code == 2 and "not a lungxray run" in res.output and "--overwrite" not in res.output
+
+
+def test_segment_predict_refuses_two_inputs_that_would_write_one_file(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "Normal" / "images" / "Normal-12.png", folder / "a.png")
+    shutil.copy(SAMPLE / "Normal" / "images" / "Normal-12.png", folder / "a_overlay.png")
+    res = CliRunner().invoke(main, ["segment", "predict", str(folder), "--out", str(tmp_path / "o"), "--overlay"])
+    assert res.exit_code == 2 and "would both write" in res.output and "a_overlay.png" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_folders_may_be_given_with_a_tilde(tmp_path, monkeypatch):
+    from lungxray.segment.train import _check_sources
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(VP, tmp_path / "lungs")
+    _check_sources(["~/lungs"], [], [])  # no "no such folder"

@@ -67,3 +67,11 @@ def test_images_without_masks_get_two_lung_fields(seg):
     for mask in seg.predict(images):
         assert 0.15 <= mask.mean() <= 0.6
         assert 1 <= ndimage.label(mask, structure=np.ones((3, 3)))[1] <= 2
+
+
+def test_the_shipped_classifier_names_the_shipped_unet_as_the_one_that_drew_its_masks():
+    import hashlib
+
+    meta = json.loads((default_segmenter_path().parent / "classifier.json").read_text())
+    assert meta["masks"] == "predicted"
+    assert meta["segmenter"]["sha256"] == hashlib.sha256(default_segmenter_path().read_bytes()).hexdigest()

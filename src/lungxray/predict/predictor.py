@@ -290,7 +290,8 @@ class Predictor:
         if share < MIN_LUNG_SHARE:
             # A lung-only model then sees an almost black image: its answer carries no information about the lungs,
             # so the result is flagged like any other input outside what the model knows.
-            log.warning("%s: the lung mask covers less than 1%% of the image; the model sees an almost black image", item.name)
+            log.warning("%s: the lung mask covers less than %.0f%% of the image; the model sees an almost black image",
+                        item.name, 100 * MIN_LUNG_SHARE)
             item.ood_reasons.append(f"no lungs found: the lung mask covers {share:.1%} of the image (under "
                                     f"{MIN_LUNG_SHARE:.0%}), so the model saw an almost black image")
 

@@ -78,6 +78,13 @@ def predict_files(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file, not a folder; choose another out=")
     targets = [out / f"{f.stem}{tail}.png" for f in files for tail in ("", "_overlay") if tail == "" or with_overlay]
+    if with_overlay:  # a.png and a_overlay.png: a's overlay and a_overlay's mask would be one file
+        seen: dict[Path, Path] = {}
+        for f in files:
+            for t in (out / f"{f.stem}.png", out / f"{f.stem}_overlay.png"):
+                if t in seen and seen[t] != f:
+                    raise ConfigError(f"{seen[t]} and {f} would both write {t}; segment them into different folders")
+                seen[t] = f
     inputs = {_file_id(f) for f in files}
     for t in targets:  # never write over an input X-ray, whatever overwrite says
         if t.exists() and _file_id(t) in inputs:

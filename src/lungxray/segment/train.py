@@ -154,6 +154,10 @@ class SplitExclusion:
         return cls(Path(manifest).name, manifest_fingerprint(rows), frozenset(held), frozenset(r.path for r in rows),
                    images, hashes)
 
+    def holds(self, image: str | Path) -> bool:
+        """Whether the manifest puts this image (matched by its path's ending) in val or test."""
+        return _named_in(Path(image), self.held)
+
     def copies_in(self, ps: PairSet) -> list[int]:
         """Indices of `ps` whose image is a copy (by content) of a held image; [] without the held images."""
         if self.held_images is None or not len(ps):
@@ -197,7 +201,7 @@ def _check_sources(data, holdout_data, val_data) -> None:
     seen: dict[Path, str] = {}
     for role, folders in (("data", data), ("holdout_data", holdout_data), ("val", val_data)):
         for d in folders:
-            p = Path(d)
+            p = Path(d).expanduser()
             if not p.is_dir():
                 raise ConfigError(f"{role}={d}: no such folder")
             r = p.resolve()
