@@ -4,15 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # torch is installed first and pinned: 2.13.0 is a CPU build that pip finds on local disk here;
-# an unpinned torch would pull a multi-GB CUDA build.
+# an unpinned torch would pull a multi-GB CUDA build. Elsewhere, name the index of the build you want:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: demo test venv wheel clean train-default train-encoder train-encoder-128
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

@@ -26,6 +26,8 @@ def test_seed_ladder_differs_where_the_study_did():
     "values,message",
     [
         ({"epoch": 3}, "Did you mean 'epochs'"),
+        ({"learning_rate": 0.1}, "Did you mean 'lr'"),  # another tool's name, not the nearest spelling
+        ({"wd": 0.01}, "Did you mean 'weight_decay'"),
         ({"scheduler": "platau"}, "Did you mean 'plateau'"),
         ({"masks": "provide"}, "Did you mean 'provided'"),
         ({"epochs": 0}, "epochs must be >= 1"),

@@ -19,7 +19,8 @@ def test_demo_writes_everything_and_never_touches_a_foreign_folder(tmp_path):
     with open(out / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 30
-    assert list(rows[0]) == ["path", "prediction", "probability", "COVID", "Normal", "Viral Pneumonia"]
+    assert list(rows[0]) == ["path", "prediction", "probability", "COVID", "Normal", "Viral Pneumonia",
+                             "ood_flagged", "ood_reasons"]
     overlays = sorted(out.rglob("*.png"))
     assert len(overlays) == 30 and all(p.stat().st_size > 10_000 for p in overlays)
     page = (out / "index.html").read_text()

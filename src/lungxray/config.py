@@ -138,6 +138,16 @@ class TrainConfig:
         return asdict(self)
 
 
+SETTING_ALIASES = {
+    "learning_rate": "lr", "wd": "weight_decay", "batch": "batch_size", "bs": "batch_size",
+    "size": "image_size", "img_size": "image_size", "input_size": "image_size", "n_epochs": "epochs",
+    "num_epochs": "epochs", "arch": "model", "architecture": "model", "lr_scheduler": "scheduler", "smoothing":
+    "label_smoothing", "workers": "threads", "num_threads": "threads",
+}
+"""Names other tools use for a setting: the "did you mean" names ours instead of the nearest spelling (for
+`learning_rate` that would be `aug_rotate`)."""
+
+
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         close = difflib.get_close_matches(str(value), options, n=1)
@@ -182,7 +192,8 @@ def merge_config(base: Config, values: dict) -> Config:
     for key, value in values.items():
         key = key.replace("-", "_")
         if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
+            alias = SETTING_ALIASES.get(key)
+            close = [alias] if alias in known else difflib.get_close_matches(key, list(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown setting {key!r}.{hint}")
         setattr(out, key, _coerce(known[key], value))

@@ -114,7 +114,7 @@ def test_cli_prints_table_and_writes_csv_json_overlays(run, tmp_path):
     assert "not for clinical use" in res.output
 
     columns, rows = _rows(out / "predictions.csv")
-    assert columns == ["path", "prediction", "probability", *CLASSES]
+    assert columns == ["path", "prediction", "probability", *CLASSES, "ood_flagged", "ood_reasons"]
     assert [Path(r["path"]).name for r in rows] == ["COVID-9.png", "Normal-7.png"]
     for r in rows:
         p = np.array([float(r[c]) for c in CLASSES])
@@ -388,3 +388,24 @@ def test_a_mask_with_no_lungs_flags_the_result_instead_of_passing_a_black_image_
     assert r.ood["flagged"] and any(reason.startswith("no lungs found") for reason in r.ood["reasons"])
     ok = pred.predict_array(img, mask=read_mask(SAMPLE / "Viral Pneumonia" / "masks" / "Viral Pneumonia-4.png"))
     assert not any(reason.startswith("no lungs found") for reason in ok.ood["reasons"])
+
+
+def test_the_csv_carries_the_out_of_distribution_flag_and_resume_keeps_it(ckpts, tmp_path):
+    from lungxray.predict import predict_to_folder
+
+    src = _copy([VP / "Viral Pneumonia-4.png"], tmp_path / "in")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(src / "blank.png")  # nearly uniform: flagged
+    out = tmp_path / "out"
+    predict_to_folder([src], out, model=ckpts["mlp"], overlays=False, progress=False)
+    _, rows = _rows(out / "predictions.csv")
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert by_name["blank.png"]["ood_flagged"] == "true" and "nearly uniform" in by_name["blank.png"]["ood_reasons"]
+    assert by_name["Viral Pneumonia-4.png"]["ood_flagged"] in ("true", "false")
+    (out / "predictions.json").unlink()  # resume from the CSV alone
+    shutil.copy(VP / "Viral Pneumonia-5.png", src)
+    predict_to_folder([src], out, model=ckpts["mlp"], overlays=False, progress=False, resume=True)
+    _, rows = _rows(out / "predictions.csv")
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert len(rows) == 3 and by_name["blank.png"]["ood_flagged"] == "true"

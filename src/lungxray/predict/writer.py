@@ -50,7 +50,7 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
     predictions.json, when it has them, gives their full records (it is written first, so it may hold more)."""
     if not csv_path.is_file():
         return []
-    header = ["path", "prediction", "probability", *classes]
+    header = csv_columns(classes)
     try:
         with open(csv_path, newline="", encoding="utf-8") as fh:
             table = list(csv.reader(fh))
@@ -67,12 +67,15 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
             raise ConfigError(f"{json_path} was made with another model ({key} {old['model'][key]!r}, now "
                               f"{model.get(key)!r}); resume=True needs the same model: use another out=, or overwrite=True")
     rows = []
-    for path, prediction, probability, *probs in table[1:]:
+    for path, prediction, probability, *rest in table[1:]:
         path = csv_unsafe(path)
+        probs, (flagged, reasons) = rest[: len(classes)], rest[len(classes):]
         try:
             row = detail.get(path) or {"path": path, "name": path, "prediction": prediction,
                                        "probability": float(probability),
-                                       "probabilities": {c: float(v) for c, v in zip(classes, probs)}}
+                                       "probabilities": {c: float(v) for c, v in zip(classes, probs)},
+                                       "ood": {"flagged": flagged == "true",
+                                               "reasons": [r for r in csv_unsafe(reasons).split(REASON_SEP) if r]}}
         except ValueError:
             raise ConfigError(f"{csv_path}: unreadable row for {path}; use overwrite=True to start again") from None
         rows.append(row)
@@ -93,12 +96,24 @@ def csv_unsafe(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and cell[1:2] in FORMULA_START + ("'",) else cell
 
 
+REASON_SEP = "; "
+
+
+def csv_columns(classes: Sequence[str]) -> list[str]:
+    """predictions.csv's columns: the answer, one probability per class, and the out-of-distribution flag with its
+    reasons (a flagged row's answer is about an input unlike the training X-rays: read it with that)."""
+    return ["path", "prediction", "probability", *classes, "ood_flagged", "ood_reasons"]
+
+
 def _csv_text(rows: list[dict], classes: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a "\r" inside a file name is then quoted, not a row end
-    w.writerow(["path", "prediction", "probability", *classes])
+    w.writerow(csv_columns(classes))
     for r in rows:
-        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}", *(f"{r['probabilities'][c]:.6f}" for c in classes)])
+        ood = r.get("ood") or {}
+        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}",
+                    *(f"{r['probabilities'][c]:.6f}" for c in classes),
+                    "true" if ood.get("flagged") else "false", csv_safe(REASON_SEP.join(ood.get("reasons") or []))])
     return buf.getvalue()
 
 
