@@ -159,15 +159,17 @@ def test_folder_with_corrupt_and_text_files_predicts_the_rest(run, tmp_path, cap
     src = _copy([SAMPLE / "COVID" / "images" / "COVID-5.png", SAMPLE / "Normal" / "images" / "Normal-12.png"], tmp_path / "in")
     good = (SAMPLE / "Normal" / "images" / "Normal-13.png").read_bytes()
     (src / "broken.png").write_bytes(good[: len(good) // 3])  # truncated PNG
-    (src / "notes.txt").write_text("not an image\n")
+    (src / "scan.bin").write_text("not an image\n")  # could have been a DICOM without an extension: reported
+    (src / "README.md").write_text("# my X-rays\n")  # a document beside the images: left out quietly
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="lungxray.predict"):
         res = predict_to_folder([src], out, run, overlays=False)
     assert sorted(Path(r["path"]).name for r in res.rows) == ["COVID-5.png", "Normal-12.png"]
-    assert sorted(Path(p).name for p, _ in res.skipped) == ["broken.png", "notes.txt"]
-    assert "broken.png" in caplog.text and "notes.txt" in caplog.text and "skipped 2 of 4" in caplog.text
+    assert sorted(Path(p).name for p, _ in res.skipped) == ["broken.png", "scan.bin"]
+    assert "broken.png" in caplog.text and "scan.bin" in caplog.text and "skipped 2 of 4" in caplog.text
+    assert "README.md" not in caplog.text
     doc = json.loads((out / "predictions.json").read_text())
-    assert sorted(Path(s["path"]).name for s in doc["skipped"]) == ["broken.png", "notes.txt"]
+    assert sorted(Path(s["path"]).name for s in doc["skipped"]) == ["broken.png", "scan.bin"]
     assert len(_rows(out / "predictions.csv")[1]) == 2
     cli = CliRunner().invoke(main, ["predict", str(src), "--model", str(run), "--out", str(tmp_path / "o2")])
     assert cli.exit_code == 0 and "skipped 2 unreadable file(s)" in cli.output
@@ -178,7 +180,8 @@ def test_folder_with_corrupt_and_text_files_predicts_the_rest(run, tmp_path, cap
     [
         (["{tmp}/missing.png"], "no such file or folder"),
         (["{tmp}/empty"], "no files found"),
-        (["{tmp}/textonly"], "none of the 1 file(s) could be read"),
+        (["{tmp}/textonly"], "documents such as README.md or .txt are not inputs"),
+        (["{tmp}/textonly/a.txt"], "none of the 1 file(s) could be read"),  # named, so it is tried
         (["{sample}", "--model", "{tmp}/textonly/a.txt"], "give a run folder or a .safetensors file"),
         (["{sample}", "--model", "{tmp}/empty"], "no checkpoint found"),
     ],

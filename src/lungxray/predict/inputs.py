@@ -14,8 +14,15 @@ from .results import InputFile
 
 log = logging.getLogger(__name__)
 
+DOCUMENT_SUFFIXES = frozenset({".md", ".txt", ".rst", ".csv", ".tsv", ".json", ".html", ".htm", ".pdf", ".xml",
+                               ".yaml", ".yml", ".toml", ".log", ".py", ".ipynb"})
+"""Files found while walking a folder that are documents, never X-rays: left out quietly (a README beside the
+images is not an unreadable input). A file given by name is always tried; a DICOM needs no extension."""
+
+
 def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
-    """Every non-hidden file under `folder`, sorted, skipping mask folders and excluded folders."""
+    """Every non-hidden file under `folder` that is not a document, sorted, skipping mask folders and excluded
+    folders."""
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = sorted(
@@ -23,16 +30,17 @@ def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
             if not d.startswith(".") and d.lower() not in MASK_DIRS and (here / d).resolve() not in exclude
         )
         for name in sorted(filenames):
-            if not name.startswith("."):
+            if not name.startswith(".") and Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
                 yield here / name
 
 
 def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
     """Expand files and folders (recursively) into the files to predict, in a stable order.
 
-    Folders named like mask folders (`masks/`, `lung masks/`) and hidden files are not inputs;
-    everything else is, and its format is sniffed from content later (so a DICOM without an
-    extension works and a text file is reported, not silently dropped).
+    Folders named like mask folders (`masks/`, `lung masks/`), hidden files and, inside folders, documents
+    (`DOCUMENT_SUFFIXES`: README.md, notes.txt, a CSV of labels) are not inputs; everything else is, and its
+    format is sniffed from content later (so a DICOM without an extension works and any other file is reported,
+    not silently dropped).
 
     Raises:
         DatasetError: a path does not exist, or nothing was found.
@@ -68,7 +76,8 @@ def discover_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] =
                 rel = Path(f.name)
             out.append(InputFile(f, rel))
     if not out:
-        raise DatasetError(f"no files found in {', '.join(str(p) for p in given)}")
+        raise DatasetError(f"no files found in {', '.join(str(p) for p in given)} (hidden files, mask folders and "
+                           "documents such as README.md or .txt are not inputs)")
     return out
 
 
