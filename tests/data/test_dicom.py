@@ -45,6 +45,17 @@ def test_monochrome2_matches_png(tmp_path: Path, png_image: np.ndarray, write_di
     assert np.abs(out - png_image).mean() < 0.05, "same intensity scale (bone bright)"
 
 
+def test_an_8_bit_dicom_reads_exactly_as_the_png_of_the_same_pixels(tmp_path: Path, sample_dir: Path, write_dicom) -> None:
+    png = sample_dir / "Normal" / "images" / "Normal-24.png"
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("L"))
+    out = read_dicom(write_dicom(tmp_path / "8bit.dcm", pixels, bits_stored=8))
+    np.testing.assert_allclose(out, read_image(png), atol=1e-6)  # not stretched to its own percentiles
+    inverted = read_dicom(write_dicom(tmp_path / "m1.dcm", 255 - pixels, bits_stored=8, photometric="MONOCHROME1"))
+    np.testing.assert_allclose(inverted, read_image(png), atol=1e-6)
+
+
 def test_read_image_sniffs_dicom_whatever_the_name(tmp_path: Path, png_image: np.ndarray, stored12, write_dicom) -> None:
     p = write_dicom(tmp_path / "film.png", stored12, bits_stored=12)
     np.testing.assert_allclose(read_image(p), read_dicom(p))

@@ -28,8 +28,8 @@ def read_dicom(source: str | Path | BinaryIO, name: str | None = None) -> np.nda
     """Read a single-frame grayscale DICOM radiograph (a path or an open binary file) as (H, W) float32 in [0, 1].
 
     Applies, in order: rescale slope/intercept (modality LUT), the VOI LUT or window when the file
-    has one (otherwise a robust 0.5-99.5 percentile min-max), and inversion for MONOCHROME1 so that
-    bone is always bright.
+    has one (otherwise: 8-bit data over its full range 0-255, as a PNG is read; deeper data a robust 0.5-99.5
+    percentile min-max), and inversion for MONOCHROME1 so that bone is always bright.
     """
     try:
         import pydicom
@@ -78,6 +78,8 @@ def read_dicom(source: str | Path | BinaryIO, name: str | None = None) -> np.nda
     has_lut = "VOILUTSequence" in ds
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
     try:
+        bits_stored = int(ds.get("BitsStored", 0) or 0)
+        rescaled = float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0) != 0
         arr = apply_modality_lut(pixels, ds).astype(np.float64)
         if has_lut:
             arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
@@ -89,6 +91,10 @@ def read_dicom(source: str | Path | BinaryIO, name: str | None = None) -> np.nda
                 raise ValueError(f"window center {center}, width {width}")
             # DICOM PS3.3 C.11.2.1.2 linear window: [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] -> [0, 1].
             lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+        elif 0 < bits_stored <= 8 and not rescaled:
+            # 8-bit data (a secondary-capture export of a PNG or JPEG) is read as a PNG is, over its full range:
+            # the same picture gives the same model input whichever way it arrives.
+            lo, hi = 0.0, float(2 ** bits_stored - 1)
         else:
             lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
