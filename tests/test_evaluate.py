@@ -100,3 +100,21 @@ def test_out_that_is_a_file_is_refused_and_left_alone(tiny_run, manifest, sample
     with pytest.raises(ConfigError, match="is a file"):
         evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, target, n_bootstrap=0, progress=False)
     assert target.read_text() == "mine"
+
+
+def test_the_shipped_model_is_scored_on_your_own_labelled_folders(tmp_path, sample_dir):
+    """A researcher's first question: how does the default do on my images? A manifest that puts every image in
+    test, then `evaluate default`."""
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "split", str(sample_dir), "--out", str(tmp_path / "mine.csv"), "--val", "0", "--test", "1"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "mine.csv", newline="") as fh:
+        assert {r["split"] for r in csv.DictReader(fh)} == {"test"}
+    res = runner.invoke(main, ["evaluate", "default", "--data", str(sample_dir), "--manifest", str(tmp_path / "mine.csv"),
+                               "--out", str(tmp_path / "eval"), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert "on test (30 images)" in res.output and (tmp_path / "eval" / "report.html").is_file()

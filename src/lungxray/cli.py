@@ -130,9 +130,11 @@ def data_split(path, out, classes, seed, val_frac, test_frac, per_class, max_dis
     """Write a stratified train/val/test manifest that never separates copies of one radiograph."""
     from .data import split_dataset
 
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+    all_test = val_frac == 0 and test_frac == 1  # every image in test: to score a trained model on your own data
+    if not all_test and not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise click.BadParameter(f"split fractions --val {val_frac} and --test {test_frac}: each from 0 to 1, "
-                                 "together below 1 (the rest is train)", param_hint="--val/--test")
+                                 "together below 1 (the rest is train); or --val 0 --test 1 for a manifest that "
+                                 "puts every image in test", param_hint="--val/--test")
     res = split_dataset(
         path, out, _parse_classes(classes), (1 - val_frac - test_frac, val_frac, test_frac), seed, per_class,
         max_distance, overwrite=overwrite, progress=True,
@@ -167,19 +169,22 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @main.command("train")
 @data_option
 @click.option("--split", "split_csv", type=click.Path(), help="Manifest from `lungxray data split` (default: a seeded split made now).")
-@click.option("--model", default=None, help="Registered model name (see `lungxray models`).")
-@click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/seed/3-cnn.toml).")
+@click.option("--model", default=None, help="Registered model name (see `lungxray models`) [the config's; without one, cnn].")
+@click.option("--config", "config_file", type=click.Path(), help="TOML config (e.g. configs/quick.toml); flags override it.")
 @click.option("--out", type=click.Path(), help="Run folder (default runs/<model>).")
-@click.option("--masks", type=click.Choice(["none", "provided", "predicted"]), default=None)
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float)
-@click.option("--image-size", type=int)
-@click.option("--per-class", type=int)
-@click.option("--scheduler", type=click.Choice(["none", "plateau", "cosine", "onecycle"]), default=None)
-@click.option("--augment/--no-augment", default=None)
-@click.option("--l2", type=float)
-@click.option("--seed", type=int)
+@click.option("--masks", type=click.Choice(["none", "provided", "predicted"]), default=None,
+              help="Lung masks: none (whole image), provided (the dataset's masks/ files) or predicted (the shipped "
+                   "U-Net's, for every image alike) [none].")
+@click.option("--epochs", type=int, help="Epochs [10].")
+@click.option("--batch-size", type=int, help="Images per step [32].")
+@click.option("--lr", type=float, help="Learning rate (the peak, for onecycle) [0.001].")
+@click.option("--image-size", type=int, help="Square model input side in pixels [256].")
+@click.option("--per-class", type=int, help="Use at most this many images per class (a quick trial) [all].")
+@click.option("--scheduler", type=click.Choice(["none", "plateau", "cosine", "onecycle"]), default=None,
+              help="Learning-rate schedule [none].")
+@click.option("--augment/--no-augment", default=None, help="Random affine (and intensity) augmentation [off].")
+@click.option("--l2", type=float, help="L2 penalty added to the loss, as the original study named it [0].")
+@click.option("--seed", type=int, help="Weights, shuffling and augmentation seed [0].")
 @click.option("--pretrained", metavar="PATH|lung-encoder|lung-encoder-128|segmenter|imagenet",
               help="Start from these weights: a run folder, .safetensors or weights-only .pt/.pth; 'lung-encoder' (shipped, "
                    "model lungenc; it left out the default split's val/test images) or 'lung-encoder-128' (the same, "
@@ -254,8 +259,17 @@ def _relaunch_with_torchrun(nproc: int) -> None:
               help="For a lung-masked model: which masks to evaluate with (default: as trained).")
 @overwrite_option("an existing evaluation in --out")
 def evaluate_cmd(run, data, split_name, split_csv, which, out, bootstrap, overwrite, masks) -> None:
-    """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run."""
+    """Metrics with 95% bootstrap CIs, calibration, plots and report.html for a trained run.
+
+    RUN may be `default`, the shipped classifier: with a manifest of your own labelled images
+    (`lungxray data split DIR --out mine.csv --val 0 --test 1`) and `--out`, it scores the shipped model on them.
+    """
     from .evaluate import evaluate_run
+
+    if run == "default":
+        from .predict.results import DEFAULT_MODEL
+
+        run = DEFAULT_MODEL
 
     m = evaluate_run(run, data, split_name, split_csv, out, which, n_bootstrap=bootstrap, progress=True,
                      overwrite=overwrite, masks=masks)
