@@ -178,3 +178,12 @@ def test_load_runs_a_checkpoint_in_onnx_runtime_and_agrees_with_torch(tiny_run, 
     assert onnx_result.prediction == torch_result.prediction
     for c, p in torch_result.probabilities.items():
         assert abs(onnx_result.probabilities[c] - p) < 1e-4
+
+
+def test_an_unreadable_file_raises_once_without_warnings_on_the_side(model, tmp_path: Path, caplog) -> None:
+    junk = tmp_path / "x.png"
+    junk.write_bytes(b"junk")
+    with caplog.at_level("WARNING", logger="lungxray"):
+        with pytest.raises(ImageReadError, match="not a PNG, JPEG or DICOM"):
+            model.predict(junk)
+    assert "skipped" not in caplog.text  # the exception is the message; a library does not also print it

@@ -134,7 +134,7 @@ class Model:
                 raise ImageReadError(f"{x}: is a folder; predict takes one file (or a list of files). For a folder, "
                                      f"pass sorted(Path({str(x)!r}).glob('*.png')) or run `lungxray predict {x}`")
             skipped: list[tuple[str, str]] = []
-            results = list(self.predictor.predict_paths([x], cam=cam, skipped=skipped))
+            results = list(self.predictor.predict_paths([x], cam=cam, skipped=skipped, warn=False))
             if not results:
                 raise ImageReadError(skipped[0][1] if skipped else f"{x}: could not be read as an image")
             return results[0]

@@ -400,11 +400,13 @@ class Predictor:
         progress: bool = False,
         workers: int = 0,
         cam: bool | None = None,
+        warn: bool = True,
     ) -> Iterator[PredictionResult]:
         """Stream predictions for files and folders (recursively), `batch_size` images at a time.
 
         Unreadable files are skipped with a warning naming them (and appended to `skipped` as
-        (path, reason)); a count is logged at the end. Only one batch is ever held in memory.
+        (path, reason)); a count is logged at the end. `warn=False` leaves the telling to the caller (the
+        Python API raises for one unreadable file instead). Only one batch is ever held in memory.
         `workers` > 0 reads and decodes files in that many threads ahead of the model (image decoders
         release the GIL), at most `max(2 * workers, batch_size)` files ahead; results, their order and
         the batches the model sees are the same as with 0 (everything in this thread).
@@ -425,7 +427,7 @@ class Predictor:
         ready = self._read_ahead(files, workers, batch_size)
         for f, got in progress_bar(ready, total=len(files), desc="predicting", unit="img", enabled=progress):
             if isinstance(got, str):
-                self._skip(skips, start, str(f.path), got)
+                self._skip(skips, start, str(f.path), got, warn)
                 continue
             batch.append(got)
             if len(batch) >= batch_size:
@@ -434,7 +436,7 @@ class Predictor:
         if batch:
             yield from self._classify(batch, cam=cam)
         n = len(skips) - start
-        if n:
+        if n and warn:
             log.warning("skipped %d of %d file(s) that could not be read as X-ray images", n, len(files))
 
     def _read_file(self, f: InputFile) -> _Item | str:
@@ -477,8 +479,10 @@ class Predictor:
                     fut.cancel()
 
     @staticmethod
-    def _skip(skips: list, start: int, path: str, reason: str) -> None:
+    def _skip(skips: list, start: int, path: str, reason: str, warn: bool = True) -> None:
         skips.append((path, reason))
+        if not warn:
+            return
         if len(skips) - start <= _MAX_SKIP_WARNINGS:
             log.warning("skipped %s", reason)
         elif len(skips) - start == _MAX_SKIP_WARNINGS + 1:
