@@ -33,3 +33,16 @@ def test_demo_writes_everything_and_never_touches_a_foreign_folder(tmp_path):
     with pytest.raises(ConfigError, match="not made by the demo"):
         run_demo(foreign, echo=lines.append, progress=False)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_the_default_folder_of_a_users_own_is_kept_and_the_next_free_one_used(tmp_path):
+    from lungxray.demo import _MARKER, default_folder
+
+    base = tmp_path / "test_results"
+    assert default_folder(base) == base  # free
+    base.mkdir()
+    (base / _MARKER).write_text("made by lungxray demo")
+    (base / "index.html").write_text("an earlier demo")
+    assert default_folder(base) == base  # an earlier demo's: replaced by the next one
+    (base / _MARKER).unlink()  # now the user's own folder of that name
+    assert default_folder(base) == tmp_path / "test_results-2"

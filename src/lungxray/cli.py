@@ -315,16 +315,17 @@ def experiments_cmd(data, out, configs, split_csv, epochs, image_size, per_class
 
 
 @main.command("demo")
-@click.option("--out", default=None, type=click.Path(), help="Output folder (default test_results, or runs/demo with --pipeline).")
+@click.option("--out", default=None, type=click.Path(), help="Output folder (default test_results, or runs/demo with "
+              "--pipeline; an earlier demo's is replaced, another folder of that name kept and -2, -3, ... used).")
 @click.option("--pipeline", is_flag=True, help="Instead: inspect, split, train a small CNN and evaluate it on the sample.")
 def demo_cmd(out, pipeline) -> None:
     """Predict the bundled sample with the shipped model and Grad-CAM (overlays, CSV, grid page)."""
-    from .demo import run_demo, run_pipeline_demo
+    from .demo import default_folder, run_demo, run_pipeline_demo
 
     if pipeline:
-        run_pipeline_demo(out or "runs/demo", echo=click.echo, progress=True)
+        run_pipeline_demo(out or default_folder("runs/demo"), echo=click.echo, progress=True)
     else:
-        run_demo(out or "test_results", echo=click.echo, progress=True)
+        run_demo(out or default_folder("test_results"), echo=click.echo, progress=True)
 
 
 @main.command("audit")

@@ -17,6 +17,17 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
 _MARKER = ".lungxray-demo"
 
 
+def default_folder(base: str | Path) -> Path:
+    """The demo's output folder when none was named: `base` when it is free or an earlier demo's (replaced), else
+    the next free `base-2`, `base-3`, ... (a folder of the user's is never touched, nor a reason to refuse)."""
+    from .utils import next_free_folder
+
+    base = Path(base)
+    if base.exists() and (not base.is_dir() or (any(base.iterdir()) and not (base / _MARKER).exists())):
+        return next_free_folder(base)
+    return base
+
+
 def _fresh(out: Path) -> None:
     """Create `out`, replacing it only if an earlier demo made it (never a folder the user owns)."""
     if out.exists() and any(out.iterdir()):
