@@ -415,7 +415,9 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     skipped = f", skipped {len(res.skipped)} unreadable file(s)" if res.skipped else ""
     overlays = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
     kept = f" ({res.resumed} already in {res.csv_path.name}, kept)" if res.resumed else ""
-    click.echo(f"predicted {len(new)} image(s){kept}{skipped}; wrote {overlays}{res.csv_path} and {res.json_path}")
+    page = res.csv_path.parent / "index.html"
+    shown = f"; open {page} to see them in a grid" if page.is_file() else ""
+    click.echo(f"predicted {len(new)} image(s){kept}{skipped}; wrote {overlays}{res.csv_path} and {res.json_path}{shown}")
 
 
 from .segment.cli import fill_masks_cmd, segment_group  # noqa: E402

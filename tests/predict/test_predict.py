@@ -412,3 +412,13 @@ def test_the_csv_carries_the_out_of_distribution_flag_and_resume_keeps_it(ckpts,
     _, rows = _rows(out / "predictions.csv")
     by_name = {Path(r["path"]).name: r for r in rows}
     assert len(rows) == 3 and by_name["blank.png"]["ood_flagged"] == "true"
+
+
+def test_predictions_are_never_mixed_into_a_training_run_folder(run, tmp_path):
+    before = sorted(p.name for p in run.iterdir())
+    res = CliRunner().invoke(main, ["predict", str(VP / "Viral Pneumonia-4.png"), "--model", str(run), "--out", str(run)])
+    assert res.exit_code == 2 and "training run's folder" in res.output
+    assert sorted(p.name for p in run.iterdir()) == before
+    res = CliRunner().invoke(main, ["predict", str(VP / "Viral Pneumonia-4.png"), "--model", str(run),
+                                    "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0 and "index.html to see them in a grid" in res.output

@@ -123,6 +123,11 @@ def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_resul
 
     The folder is checked for writing before the model loads, and locked while the run writes it: a second
     run aimed at the same folder is refused instead of silently replacing this run's rows."""
+    from ..runs import RUN_MARKERS
+
+    if Path(out).is_dir() and any((Path(out) / m).exists() for m in RUN_MARKERS):
+        raise ConfigError(f"{out} is a training run's folder; predictions go into a folder of their own "
+                          f"(e.g. out={Path(out) / 'predictions'})")
     created = not Path(out).exists()
     check_output_folder(out)
     try:
