@@ -19,10 +19,11 @@ def test_by_class_rows_cover_each_class_once_and_sum_to_one(tmp_path, monkeypatc
     monkeypatch.setattr(blackout.Segmenter, "load", classmethod(lambda cls, *a, **k: seg))
     weights = untrained_checkpoint(tmp_path / "m")
     blackout.main(["--model", str(weights), "--data", str(SAMPLE), "--split", str(tmp_path / "split.csv"),
-                   "--subset", "test", "--by-class"])
+                   "--subset", "test", "--by-class", "--class-blind"])
     out = capsys.readouterr().out
     n_test = sum(r.split == "test" for r in read_manifest(tmp_path / "split.csv"))
     assert f"test split: {n_test} images" in out and seg.images == n_test  # every test film segmented once
+    assert "class-blind guess in the class proportions: 33.3%" in out  # the sample's test split: 3 equal classes
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("  ") and "%" in ln]
     assert [r[0] for r in rows] == ["COVID", "Normal", "Viral"]
     for r in rows:

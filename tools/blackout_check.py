@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", default="configs/splits/covid19-radiography-v2-seed0.csv")
     ap.add_argument("--grow", type=int, default=4, help="pixels the lung mask is grown by before blacking out")
     ap.add_argument("--subset", choices=("test", "val"), default="test", help="which split's images [test]")
+    ap.add_argument("--class-blind", action="store_true",
+                    help="also print the accuracy of a class-blind guess in the class proportions (sum of squared "
+                         "shares): where a model with no information lands, below the majority-class chance")
     ap.add_argument("--by-class", action="store_true",
                     help="also print, for the blacked-out films of each class, the share called each class")
     args = ap.parse_args(argv)
@@ -46,8 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         for img, m in zip(chunk, seg.predict(chunk)):
             grown = dilate_mask(torch.from_numpy(np.asarray(m, np.float32))[None, None], args.grow)[0, 0].numpy()
             blacked.append(img * (1.0 - grown))
-    chance = max(np.mean([r["label"] == c for r in rows]) for c in {r["label"] for r in rows})
+    shares = [np.mean([r["label"] == c for r in rows]) for c in sorted({r["label"] for r in rows})]
+    chance = max(shares)
     print(f"{args.subset} split: {len(rows)} images, chance (majority class) {chance:.1%}; lungs grown by {args.grow} px")
+    if args.class_blind:  # what a model with no information scores when it guesses in the class proportions
+        print(f"class-blind guess in the class proportions: {sum(p * p for p in shares):.1%}")
     print(f"{'model':<26} {'input':<16} {'accuracy':>8} {'COVID-vs-rest AUC':>17} {'COVID called COVID':>18}")
     for model in args.model:
         pred = Predictor.load(model)
