@@ -30,7 +30,7 @@ from .errors import ConfigError, DatasetError
 from .inference import load_batch
 from .preprocess import LungView, lung_view
 from .metrics import softmax
-from .utils import check_output_folder, next_free_folder, write_json
+from .utils import check_output_folder, next_free_folder, refuse_taken_folder, write_json
 
 if TYPE_CHECKING:
     from .segment.inference import MaskPredictor
@@ -86,11 +86,7 @@ def audit_run(
         raise ConfigError(f"masks={masks}: must be auto, provided or predicted")
     run = Path(run)
     out = Path(out) if out else next_free_folder(run / f"audit-{split}")  # audit-test, audit-test-2, ...
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file; out= must be a folder (the audit writes audit.json, a plot and a report "
-                          "into it)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
+    refuse_taken_folder(out, overwrite, "the audit writes audit.json, a plot and a report")
     model, meta = load_checkpoint(run)  # first: a mistyped run must not leave an audit folder behind
     check_output_folder(out)  # a folder that cannot be written fails now, not after minutes of work
     size = tuple(meta["image_size"])

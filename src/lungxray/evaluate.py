@@ -17,7 +17,7 @@ from .preprocess import LungView
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
-from .utils import atomic_write_text, next_free_folder, read_json, write_json
+from .utils import atomic_write_text, next_free_folder, read_json, refuse_taken_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,7 @@ def evaluate_run(
     # Without --out each evaluation gets its own folder (eval-test, eval-test-2, ...); an explicit one is never replaced
     # without overwrite.
     out = Path(out) if out else next_free_folder(run / f"eval-{split}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file; out= must be a folder (evaluate writes metrics.json, plots and a report "
-                          "into it)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
+    refuse_taken_folder(out, overwrite, "evaluate writes metrics.json, plots and a report")
     model, meta = load_checkpoint(run, which)
     manifest = Path(split_csv) if split_csv else run / "split.csv"
     trained_masks = meta.get("masks", "none")

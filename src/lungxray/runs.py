@@ -48,6 +48,12 @@ STATE = "state.pt"
 RUN_MARKERS = ("config.json", STATE, "best.json", "best.safetensors", "history.csv")
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether `path` is a folder holding one of `RUN_MARKERS`."""
+    path = Path(path)
+    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
     """Create `out` for a new run, or check it holds one to resume; an existing run is replaced only with overwrite.
 
@@ -65,7 +71,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
             return
-        if not any((out / m).exists() for m in RUN_MARKERS):
+        if not is_run_folder(out):
             raise ConfigError(f"{out} holds files but is not a lungxray run (none of {', '.join(RUN_MARKERS)}): "
                               "a run is never written into, nor replaces, another folder; choose another out=")
         if not overwrite:
@@ -73,8 +79,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
                               "or another out=")
         target = out.resolve()
         for item in inputs:
-            p = Path(item).expanduser().resolve()
-            if p == target or target in p.parents:
+            if Path(item).expanduser().resolve().is_relative_to(target):
                 raise ConfigError(f"{out} holds {item}, an input of this run: overwrite would delete it; choose "
                                   "another out=")
         shutil.rmtree(out)

@@ -55,6 +55,13 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def file_identity(path: str | Path) -> tuple[int, int]:
+    """(device, inode): the same file under another path, a hard link or another letter case (macOS, Windows)
+    has the same identity. Outputs are compared with inputs by it, so no output ever replaces an input."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def next_free_folder(base: str | Path) -> Path:
     """`base` if it does not exist or is empty, else the first of `base-2`, `base-3`, ... that is.
 
@@ -66,6 +73,17 @@ def next_free_folder(base: str | Path) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def refuse_taken_folder(out: Path, overwrite: bool, writes: str) -> None:
+    """Refuse an `out=` that is a file, or a non-empty folder without `overwrite` (`writes` says what the command
+    puts there, for the message), before any work."""
+    from .errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; out= must be a folder ({writes} into it)")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists; pass overwrite=True or choose another out=")
 
 
 def check_output_folder(out: str | Path) -> Path:

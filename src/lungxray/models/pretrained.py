@@ -116,7 +116,7 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, cache_dir: str |
         "source": source,
         **({"segmenter_split": segmenter_split(path)} if from_unet else {}),
         "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": _sha256(path),
         "loaded": n_loaded,
         "total": n_param,
         "not_loaded": [k for k in left if not k.endswith("num_batches_tracked")],
@@ -193,7 +193,7 @@ def export_unet_encoder(source: str | Path, dest: str | Path, overwrite: bool = 
         "model_args": meta.get("model_args"),
         "input_size": meta.get("input_size"),
         "normalization": meta.get("normalization"),
-        "source": {"file": src.name, "run": src.parent.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest()},
+        "source": {"file": src.name, "run": src.parent.name, "sha256": _sha256(src)},
         "tensors": len(encoder),
         "dtype": "float16",
         "training": {k: training[k] for k in keep if k in training},
@@ -234,26 +234,29 @@ def segmenter_record() -> dict:
     from ..segment.inference import default_segmenter_path
 
     path = default_segmenter_path()
-    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "segmenter_split": segmenter_split(path)}
+    return {"file": path.name, "sha256": _sha256(path), "segmenter_split": segmenter_split(path)}
 
 
-def check_segmenter(trained_with: dict | None, model_name: str) -> bool:
-    """Warn (and return False) when the installed lung U-Net is not the one a classifier's training masks came from.
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_segmenter(trained_with: dict | None, model_name: str) -> None:
+    """Warn when the installed lung U-Net is not the one a classifier's training masks came from.
 
     `trained_with` is the classifier's metadata record (`segmenter_record`); models trained before lungxray kept
     one, or without predicted masks, have none and pass.
     """
+    from ..segment.inference import default_segmenter_path
+
     want = (trained_with or {}).get("sha256")
     if not want:
-        return True
-    have = segmenter_record()["sha256"]
-    if have == want:
-        return True
-    log.warning("model %s was trained on masks drawn by another lung U-Net (sha256 %s...) than the installed one "
-                "(sha256 %s...): the masks may differ from those it learned from, so its accuracy figures may not "
-                "hold; use the lungxray version it was trained with", model_name, want[:12], have[:12])
-    return False
+        return
+    have = _sha256(default_segmenter_path())
+    if have != want:
+        log.warning("model %s was trained on masks drawn by another lung U-Net (sha256 %s...) than the installed one "
+                    "(sha256 %s...): the masks may differ from those it learned from, so its accuracy figures may "
+                    "not hold; use the lungxray version it was trained with", model_name, want[:12], have[:12])
 
 
 def check_segmenter_split(record: dict, split_fingerprint: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Sequence
 
 
 from ..errors import ConfigError, ImageReadError
-from ..utils import atomic_write_text, check_output_folder, output_lock, read_json, write_json
+from ..utils import atomic_write_text, check_output_folder, file_identity, output_lock, read_json, write_json
 from .inputs import discover_inputs, overlay_names
 from .predictor import Predictor
 
@@ -38,11 +37,6 @@ class PredictionRun:
 FLUSH_SECONDS = 2.0
 """predict_to_folder rewrites predictions.csv/.json (atomically) this often while it runs, so an interrupted run
 loses at most a few seconds of work to --resume; the interval grows with the files so rewriting stays under ~10%."""
-
-
-def _file_id(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dict) -> list[dict]:
@@ -123,9 +117,9 @@ def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_resul
 
     The folder is checked for writing before the model loads, and locked while the run writes it: a second
     run aimed at the same folder is refused instead of silently replacing this run's rows."""
-    from ..runs import RUN_MARKERS
+    from ..runs import is_run_folder
 
-    if Path(out).is_dir() and any((Path(out) / m).exists() for m in RUN_MARKERS):
+    if is_run_folder(out):
         raise ConfigError(f"{out} is a training run's folder; predictions go into a folder of their own "
                           f"(e.g. out={Path(out) / 'predictions'})")
     created = not Path(out).exists()
@@ -176,7 +170,7 @@ def _predict_to_folder(
     files = discover_inputs(paths, exclude=[out])
     # Inputs by file identity (device, inode): the same file under another path, a hard link or another letter case
     # on macOS/Windows is still an input.
-    inputs = {_file_id(f.path) for f in files}
+    inputs = {file_identity(f.path) for f in files}
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
     desc = pred.describe()
     # Only a folder holding an earlier run's predictions.csv is continued; anywhere else resume=True is a fresh
@@ -188,7 +182,7 @@ def _predict_to_folder(
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
-    clobbered = [t for t in targets if t.exists() and _file_id(t) in inputs]
+    clobbered = [t for t in targets if t.exists() and file_identity(t) in inputs]
     if clobbered:  # whatever overwrite says: an input is never replaced by an output
         raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
                           "choose an out= folder that holds no input image")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from ..data.discovery import is_image_file
 from ..data.io import read_image
 from ..errors import ConfigError, ImageReadError
 from ..progress import bar as progress_bar
-from ..utils import atomic_write_bytes, check_output_folder
+from ..utils import atomic_write_bytes, check_output_folder, file_identity
 from .fill import mask_png
 from .overlay import overlay
 
@@ -25,11 +24,6 @@ class PredictReport:
     overlays: list[Path] = field(default_factory=list)
     lung_fraction: list[float] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _file_id(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
@@ -69,25 +63,20 @@ def predict_files(
     """
     files = expand_inputs(paths)
     out = Path(out)
-    names: dict[str, Path] = {}
+    # Every file this run writes, and the input that writes it: no two inputs may share one (a.png and A.jpg; with
+    # overlays also a.png's a_overlay.png and a_overlay.png's mask). Names compare without letter case.
+    owner: dict[str, Path] = {}
+    targets: list[Path] = []
     for f in files:
-        key = f.stem.lower()
-        if key in names and names[key] != f:
-            raise ConfigError(f"{names[key]} and {f} would both write {out / (f.stem + '.png')}; segment them into different folders")
-        names[key] = f
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} is a file, not a folder; choose another out=")
-    targets = [out / f"{f.stem}{tail}.png" for f in files for tail in ("", "_overlay") if tail == "" or with_overlay]
-    if with_overlay:  # a.png and a_overlay.png: a's overlay and a_overlay's mask would be one file
-        seen: dict[Path, Path] = {}
-        for f in files:
-            for t in (out / f"{f.stem}.png", out / f"{f.stem}_overlay.png"):
-                if t in seen and seen[t] != f:
-                    raise ConfigError(f"{seen[t]} and {f} would both write {t}; segment them into different folders")
-                seen[t] = f
-    inputs = {_file_id(f) for f in files}
+        for tail in ("", "_overlay") if with_overlay else ("",):
+            t = out / f"{f.stem}{tail}.png"
+            first = owner.setdefault(t.name.lower(), f)
+            if first != f:
+                raise ConfigError(f"{first} and {f} would both write {t}; segment them into different folders")
+            targets.append(t)
+    inputs = {file_identity(f) for f in files}
     for t in targets:  # never write over an input X-ray, whatever overwrite says
-        if t.exists() and _file_id(t) in inputs:
+        if t.exists() and file_identity(t) in inputs:
             raise ConfigError(f"{t} is one of the input images; writing its mask there would destroy it: choose "
                               "another out=")
     if not overwrite:

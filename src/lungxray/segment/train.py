@@ -206,7 +206,7 @@ def _check_sources(data, holdout_data, val_data) -> None:
                 raise ConfigError(f"{role}={d}: no such folder")
             r = p.resolve()
             for other, other_role in seen.items():
-                if r == other or other in r.parents or r in other.parents:
+                if r.is_relative_to(other) or other.is_relative_to(r):
                     raise ConfigError(f"{role}={d} overlaps {other_role}={other}: a folder can be trained on or "
                                       "validated on, not both (and not twice)")
             seen[r] = role
@@ -322,10 +322,9 @@ def train_segmenter(
 
 def _train_segmenter(cfg: SegTrainConfig, data, out: Path, holdout_data, val_data, overwrite: bool, progress: bool,
                      resume: bool) -> Path:
-    inputs = [*data, *holdout_data, *val_data]
     _check_sources(data, holdout_data, val_data)  # before prepare_run_dir: with overwrite a typo must not cost a run
-    runs.prepare_run_dir(out, resume, overwrite,
-                         inputs=[*inputs, *(p for p in (cfg.exclude_split, cfg.exclude_split_data) if p)])
+    inputs = [*data, *holdout_data, *val_data, *(p for p in (cfg.exclude_split, cfg.exclude_split_data) if p)]
+    runs.prepare_run_dir(out, resume, overwrite, inputs=inputs)
     state = None
     if resume:
         state = verify_state(load_state(out / runs.STATE), out / runs.STATE)
