@@ -73,7 +73,8 @@ def _print_inspection(rep: dict) -> None:
         )
     nd = rep["near_duplicates"]
     click.echo(
-        f"copies of one radiograph (re-exports included; detail similarity >= {nd['min_detail_similarity']}): "
+        f"copies of one radiograph (re-exports included; detail similarity >= {nd['min_detail_similarity']}, "
+        f"or dHashes within {nd['max_distance_bits']} bits): "
         f"{nd['images']} images in {nd['groups']} groups, "
         f"{nd['pairs']} pairs ({nd['identical_pairs']} identical, {nd['cross_class_pairs']} across classes)"
     )
