@@ -98,7 +98,7 @@ def test_penultimate_features_match_logits():
     assert torch.allclose(last(feats), logits, atol=1e-5)
 
 
-def test_guard_fitted_for_a_run_includes_the_layout_part(tmp_path):
+def test_guard_fitted_for_a_run_includes_the_layout_part(tmp_path, capsys, monkeypatch):
     from lungxray.data.api import load_split, split_dataset
     from lungxray.ood import fit_guard_for_run, guard_path
 
@@ -108,7 +108,16 @@ def test_guard_fitted_for_a_run_includes_the_layout_part(tmp_path):
     model = create_model("cnn", input_size=32).eval()
     (tmp_path / "run").mkdir()
     idx = np.arange(len(data.rows))
-    fit_guard_for_run(tmp_path / "run", model, data, idx, idx, "none")
+    import functools
+
+    import lungxray.progress as progress_mod
+
+    # An interval of 0 s prints every update, as a long fit would every 10 s.
+    monkeypatch.setattr(progress_mod, "bar", functools.partial(progress_mod.bar, interval=0.0))
+    fit_guard_for_run(tmp_path / "run", model, data, idx, idx, "none", progress=True)
+    # Without a terminal each part reports plain progress lines (the step after a training used to be silent).
+    err = capsys.readouterr().err
+    assert f"OOD guard (train): {len(idx)}/{len(idx)}" in err and f"OOD guard (val): {len(idx)}/{len(idx)}" in err
     back = FeatureGuard.load(guard_path(tmp_path / "run"))
     assert back.layout is not None and back.layout.mean.shape == (36,)
     assert np.isfinite(back.layout.threshold) and back.layout.threshold > 0

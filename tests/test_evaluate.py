@@ -118,3 +118,21 @@ def test_the_shipped_model_is_scored_on_your_own_labelled_folders(tmp_path, samp
                                "--out", str(tmp_path / "eval"), "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
     assert "on test (30 images)" in res.output and (tmp_path / "eval" / "report.html").is_file()
+
+
+def test_bootstrap_zero_gives_no_interval_and_a_negative_count_is_refused(tiny_run, manifest, sample_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    base = ["evaluate", str(tiny_run / "best.safetensors"), "--data", str(sample_dir), "--manifest", str(manifest)]
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "e0"), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert "(no interval: --bootstrap 0)" in res.output and "Traceback" not in res.output
+    assert "No confidence intervals" in (tmp_path / "e0" / "report.html").read_text()
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "e1"), "--bootstrap", "-1"])
+    assert res.exit_code == 2 and "--bootstrap" in res.output and not (tmp_path / "e1").exists()
+    with pytest.raises(ConfigError, match="n_bootstrap=-1"):
+        evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, tmp_path / "e2", n_bootstrap=-1,
+                     progress=False)
+    assert not (tmp_path / "e2").exists()

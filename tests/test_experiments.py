@@ -57,3 +57,27 @@ def test_no_configs_is_a_clear_error(tmp_path, sample_dir, monkeypatch):
     monkeypatch.setattr(experiments, "SEED_CONFIGS", tmp_path / "none")
     with pytest.raises(ConfigError, match="no configs found"):
         run_experiments(sample_dir, tmp_path / "out", progress=False)
+
+
+def test_a_finished_run_with_other_settings_or_split_is_not_reported_as_this_one(experiment, sample_dir, tmp_path):
+    out, configs, rows = experiment
+    with pytest.raises(ConfigError, match="other settings than asked now \\(epochs\\)"):
+        run_experiments(sample_dir, out, configs, overrides={"epochs": 2}, progress=False)
+    other = tmp_path / "other.csv"
+    text = (out / "split.csv").read_text().splitlines()
+    header, first = text[0], text[1].split(",")
+    cols = header.split(",")
+    first[cols.index("split")] = {"train": "val", "val": "test", "test": "train"}[first[cols.index("split")]]
+    other.write_text("\n".join([header, ",".join(first), *text[2:]]) + "\n")
+    with pytest.raises(ConfigError, match="another split"):
+        run_experiments(sample_dir, out, configs, split_csv=other, progress=False)
+    assert json.loads((out / "comparison.json").read_text())[0]["accuracy"] == rows[0]["accuracy"]  # left as it was
+
+
+def test_two_configs_with_one_file_name_are_refused(tmp_path, sample_dir):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    configs = [_config(tmp_path / "x" / "cnn.toml", "x", "cnn"), _config(tmp_path / "y" / "cnn.toml", "y", "mlp")]
+    with pytest.raises(ConfigError, match="two configs are named cnn.toml"):
+        run_experiments(sample_dir, tmp_path / "out", configs, progress=False)
+    assert not (tmp_path / "out" / "cnn").exists()

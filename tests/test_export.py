@@ -152,3 +152,36 @@ def test_an_interrupted_re_export_leaves_no_old_metadata_beside_the_new_graph(ti
     with pytest.raises(KeyboardInterrupt):
         export_mod.export_onnx(tiny_run, out, overwrite=True)
     assert out.is_file() and not out.with_suffix(".json").exists()
+
+
+def test_an_export_never_replaces_a_checkpoints_metadata(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "best.json").read_bytes()
+    res = CliRunner().invoke(main, ["export", str(run), "--onnx", str(run / "best.onnx"), "--overwrite"])
+    assert res.exit_code != 0 and "not the metadata of an earlier ONNX export" in res.output, res.output
+    assert "Traceback" not in res.output
+    assert (run / "best.json").read_bytes() == before and not (run / "best.onnx").exists()
+
+
+def test_a_failed_re_export_keeps_the_earlier_export(tiny_run, tmp_path, monkeypatch):
+    import lungxray.export as export_mod
+
+    out = tmp_path / "c.onnx"
+    export_mod.export_onnx(tiny_run, out)
+    graph, meta = out.read_bytes(), out.with_suffix(".json").read_bytes()
+    monkeypatch.setattr(export_mod, "onnx_parity", lambda *a, **k: 0.3)
+    with pytest.raises(CheckpointError, match="nothing was written"):
+        export_mod.export_onnx(tiny_run, out, overwrite=True)
+    assert out.read_bytes() == graph and out.with_suffix(".json").read_bytes() == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.onnx"]  # no temporary file left
+
+
+def test_segmentation_weights_without_segmentation_is_refused(tiny_run, tmp_path):
+    out = tmp_path / "c.onnx"
+    res = CliRunner().invoke(main, ["export", str(tiny_run), "--onnx", str(out), "--segmentation-weights",
+                                    str(tmp_path / "unet")])
+    assert res.exit_code != 0 and "only used with" in res.output and "Traceback" not in res.output
+    assert not out.exists()

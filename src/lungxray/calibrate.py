@@ -12,6 +12,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .data.api import SplitData, load_split
+from .devices import resolve_device
 from .errors import ConfigError
 from .inference import predict_logits
 from .preprocess import LungView
@@ -21,14 +22,20 @@ MIN_CALIBRATION_IMAGES = 50
 """A temperature (or an OOD threshold) fitted on fewer validation images is noise: below this T stays 1."""
 
 
-def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str) -> float:
+def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.ndarray, masks: str,
+                  progress: bool = False, device=None) -> float:
     """Fit, on the best checkpoint, temperature scaling (validation NLL) and the OOD guard (train features,
-    validation threshold); both go into best.json and are used by evaluate and predict."""
+    validation threshold); both go into best.json and are used by evaluate and predict.
+
+    With `progress`, bars count the validation and training images scored; `device` (a torch.device or None for the
+    CPU) is where the scoring runs, e.g. the GPU a training just used."""
     from .metrics import expected_calibration_error, fit_temperature, softmax
 
     best, meta = load_checkpoint(out, "best")
+    if device is not None:
+        best = best.to(device)
     view = LungView.from_meta(meta)
-    logits = predict_logits(best, split, val_idx, masks, view=view)
+    logits = predict_logits(best, split, val_idx, masks, view=view, progress=progress, desc="calibrating (val)")
     # A temperature fitted on a handful of images is noise; below this we keep T = 1.
     t = float(fit_temperature(logits, y_val)) if len(val_idx) >= MIN_CALIBRATION_IMAGES else 1.0
     meta["temperature"] = t
@@ -44,7 +51,7 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
 
     train_idx = split.indices("train")
     if len(train_idx) >= MIN_CALIBRATION_IMAGES and len(val_idx) >= MIN_CALIBRATION_IMAGES:
-        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view)
+        guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view, progress=progress)
         meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
                        "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
     write_json(out / "best.json", meta)
@@ -52,7 +59,7 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
 
 
 def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path | None = None, progress: bool = True,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, device: str = "cpu") -> dict:
     """Fit temperature scaling and the OOD guard for an existing run, on its own validation split.
 
     For runs trained with `calibrate = false`; a run that has a calibration keeps it unless `overwrite`. The test
@@ -74,5 +81,6 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
         split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
                            masks=meta.get("masks", "none"))
         val_idx = split.indices("val")
-        calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"))
+        calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"), progress=progress,
+                      device=resolve_device(device))
         return read_json(run / "best.json")

@@ -255,7 +255,8 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.option("--manifest", "split_csv", type=click.Path(), help="Use this split manifest instead of the run's split.csv.")
 @checkpoint_option
 @click.option("--out", type=click.Path(), help="Output folder (default RUN/eval-SPLIT, or -2, -3, ... when that one is taken).")
-@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% CIs.")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap resamples for the 95% CIs (0: no intervals).")
 @click.option("--masks", type=click.Choice(["provided", "predicted"]), default=None,
               help="For a lung-masked model: which masks to evaluate with (default: as trained).")
 @overwrite_option("an existing evaluation in --out")
@@ -274,8 +275,8 @@ def evaluate_cmd(run, data, split_name, split_csv, which, out, bootstrap, overwr
 
     m = evaluate_run(run, data, split_name, split_csv, out, which, n_bootstrap=bootstrap, progress=True,
                      overwrite=overwrite, masks=masks)
-    lo, hi = m["accuracy_ci"]
-    click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  "
+    ci = "[{:.4f}, {:.4f}]".format(*m["accuracy_ci"]) if m["accuracy_ci"] else "(no interval: --bootstrap 0)"
+    click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} {ci}  "
                f"macro F1 {m['macro']['f1']:.4f}  macro AUC {_fmt(m['macro']['auc'])}  ECE {m['ece']:.4f}")
     for cls, c in m["per_class"].items():
         click.echo(f"  {cls:<16} precision {c['precision']:.3f}  sensitivity {c['recall']:.3f}  "
@@ -486,11 +487,12 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
 @click.argument("run", type=click.Path())
 @data_option
 @overwrite_option("the run's existing calibration")
-def calibrate_cmd(run, data, overwrite) -> None:
+@device_option
+def calibrate_cmd(run, data, overwrite, device) -> None:
     """Fit temperature scaling and the OOD guard on RUN's validation split (for runs trained without them)."""
     from .calibrate import calibrate_existing
 
-    meta = calibrate_existing(run, data, progress=True, overwrite=overwrite)
+    meta = calibrate_existing(run, data, progress=True, overwrite=overwrite, device=device)
     c = meta["calibration"]
     if c["method"].startswith("skipped"):
         click.echo(f"calibration {c['method']} ({c['n']}): temperature left at 1.000")

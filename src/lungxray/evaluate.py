@@ -67,6 +67,8 @@ def evaluate_run(
         raise ConfigError(f"{run}: a checkpoint file has no run folder; give split_csv= (the split) and out=")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split}: must be train, val or test")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise ConfigError(f"n_bootstrap={n_bootstrap!r}: must be a whole number >= 0 (0: no confidence intervals)")
     # Without --out each evaluation gets its own folder (eval-test, eval-test-2, ...); an explicit one is never replaced
     # without overwrite.
     out = Path(out) if out else next_free_folder(run / f"eval-{split}")

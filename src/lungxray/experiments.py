@@ -10,6 +10,7 @@ from pathlib import Path
 from . import runs
 from .config import load_config, tomllib
 from .data.api import split_dataset
+from .data.split import read_manifest
 from .errors import ConfigError
 from .evaluate import evaluate_run, load_predictions
 from .report.html import write_report
@@ -26,6 +27,26 @@ def _reference(path: Path) -> tuple[str, float | None]:
     return doc.get("description", ""), doc.get("reference", {}).get("accuracy")
 
 
+_RUNTIME_KEYS = ("threads", "device")
+"""Settings that do not change what a run learns; a finished run is reused whatever they were."""
+
+
+def _check_reusable(run: Path, cfg, manifest: Path) -> None:
+    """Refuse to report a finished run that was trained with other settings or on another split than asked now."""
+    ran, want = read_json(run / "config.json"), cfg.to_dict()
+    changed = sorted(k for k in set(ran) | set(want) if k not in _RUNTIME_KEYS and ran.get(k) != want.get(k))
+    if changed:
+        raise ConfigError(f"{run}: finished with other settings than asked now ({', '.join(changed[:5])}); give "
+                          "another out= (--out) for the new settings, or remove that run folder to retrain it")
+
+    def key(path: Path) -> set[tuple[str, str, str]]:
+        return {(r.path, r.label, r.split) for r in read_manifest(path)}
+
+    if key(run / "split.csv") != key(manifest):
+        raise ConfigError(f"{run}: finished on another split than {manifest}; the comparison needs one shared split: "
+                          "give another out= (--out), or remove that run folder to retrain it")
+
+
 def run_experiments(
     data: str | Path,
     out: str | Path = "runs/experiments",
@@ -39,13 +60,19 @@ def run_experiments(
     """Train and evaluate every config on one split; write comparison.{md,csv,png} and report.html.
 
     Finished runs (with `eval-test/metrics.json`) are reused and unfinished ones resumed, so an
-    interrupted experiment continues where it stopped.
+    interrupted experiment continues where it stopped; a finished run trained with other settings or on another
+    split is refused (ConfigError), never reported as this one.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [Path(c) for c in configs] if configs else sorted(SEED_CONFIGS.glob("*.toml"))
     if not paths:
         raise ConfigError(f"no configs found (looked in {SEED_CONFIGS}); pass configs=")
+    stems = [p.stem for p in paths]
+    twins = sorted({n for n in stems if stems.count(n) > 1})
+    if twins:
+        raise ConfigError(f"two configs are named {twins[0]}.toml: each config's run is the folder of its file name "
+                          "(out/NAME), so one would be reported as the other; rename one")
+    out.mkdir(parents=True, exist_ok=True)
     manifest = out / "split.csv"
     if split_csv is not None:
         manifest = Path(split_csv)
@@ -57,6 +84,8 @@ def run_experiments(
         run = out / name
         cfg = load_config(path, overrides)
         metrics_path = run / "eval-test" / "metrics.json"
+        if (run / "summary.json").is_file():
+            _check_reusable(run, cfg, manifest)
         if not metrics_path.is_file():
             if not (run / "summary.json").is_file():
                 resume = (run / runs.STATE).is_file()

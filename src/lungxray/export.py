@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -60,13 +61,28 @@ def checkpoint_digest(run: str | Path, which: str = "best") -> str:
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an output that exists (without `overwrite`), and, even with it, a .json beside the .onnx that is not an
+    earlier export's metadata: `RUN/best.onnx` would otherwise replace the checkpoint's own `best.json`."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: the output file must end in .onnx")
-    for target in (out, out.with_suffix(".json")):  # the metadata beside it is an output too
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give the .onnx file to write")
+    meta = out.with_suffix(".json")  # the metadata beside it is an output too
+    for target in (out, meta):
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} exists; pass overwrite=True to replace it")
+    if meta.exists() and not _is_export_metadata(meta):
+        raise ConfigError(f"{meta} is not the metadata of an earlier ONNX export (a checkpoint's or another file), and "
+                          f"writing {out.name} would replace it; choose another output name")
     return out
+
+
+def _is_export_metadata(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("onnx"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _to_onnx(module: torch.nn.Module, dummy: torch.Tensor, outputs: list[str]) -> bytes:
@@ -96,14 +112,17 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, which
     wrapped = _Exported(model, meta.get("temperature", 1.0)).eval()
     h, w = meta["image_size"]
     data = _to_onnx(wrapped, torch.rand(2, 1, h, w), ["probabilities", "logits", "features"])
+    # The parity check runs on a temporary copy, so a failed export leaves an earlier one where it was.
+    with tempfile.TemporaryDirectory(prefix=".lungxray-export-", dir=out.parent if out.parent.is_dir() else None) as tmp:
+        trial = Path(tmp) / "model.onnx"
+        trial.write_bytes(data)
+        diff = onnx_parity(run, trial, which=which)
+    if not diff <= ONNX_TOLERANCE:  # also NaN: a graph that computes something else is not written
+        raise CheckpointError(f"{out}: the export disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
+                              f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); nothing was written. Check the "
+                              "onnx and onnxruntime versions, and report it")
     out.with_suffix(".json").unlink(missing_ok=True)  # never a new graph beside an old export's metadata
     atomic_write_bytes(out, data)
-    diff = onnx_parity(run, out, which=which)
-    if not diff <= ONNX_TOLERANCE:  # also NaN: a graph that computes something else is not left to be used
-        out.unlink(missing_ok=True)
-        raise CheckpointError(f"{out}: the export disagrees with the PyTorch model: max |p_onnx - p_torch| = {diff:.2e} "
-                              f"on 8 random images (tolerance {ONNX_TOLERANCE:.0e}); nothing was kept. Check the onnx "
-                              "and onnxruntime versions, and report it")
     write_json(out.with_suffix(".json"), {**meta, "onnx": {
         "file": out.name, "opset": OPSET, "format": EXPORT_FORMAT, "input": "image",
         "outputs": ["probabilities", "logits", "features"], "softmax_included": True,
@@ -151,6 +170,9 @@ def export_all(run: str | Path, out: str | Path, segmentation: bool = False,
     Returns:
         the written .onnx paths (each has its .json beside it).
     """
+    if segmentation_weights is not None and not segmentation:
+        raise ConfigError("segmentation_weights (--segmentation-weights) is only used with segmentation=True "
+                          "(--segmentation): add it to export the lung U-Net too, or leave the weights out")
     targets = [_check_out(out, overwrite)]
     resolve_checkpoint(run, which)
     if segmentation:

@@ -160,19 +160,23 @@ def guard_path(run_or_weights: str | Path) -> Path:
 
 
 def fit_guard_for_run(run: Path, model: torch.nn.Module, split, train_idx, val_idx, masks: str, batch_size: int = 64,
-                      view=None) -> FeatureGuard:
-    """Fit the guard on a run's training features, threshold on validation; saved beside best.safetensors."""
+                      view=None, progress: bool = False) -> FeatureGuard:
+    """Fit the guard on a run's training features, threshold on validation; saved beside best.safetensors.
+    With `progress`, a bar counts the images scored."""
     from .inference import iter_batches
+    from .progress import bar
 
-    def feats(idx):
+    def feats(idx, which):
         deep, layout = [], []
-        for _, x in iter_batches(split, idx, masks, batch_size, view=view):
-            deep.append(penultimate_features(model, x.to(next(model.parameters()).device))[0].cpu().numpy())
-            layout.append(layout_descriptor(x))
+        with bar(total=len(idx), desc=f"OOD guard ({which})", unit="img", enabled=progress) as shown:
+            for chunk, x in iter_batches(split, idx, masks, batch_size, view=view):
+                deep.append(penultimate_features(model, x.to(next(model.parameters()).device))[0].cpu().numpy())
+                layout.append(layout_descriptor(x))
+                shown.update(len(chunk))
         return np.concatenate(deep), np.concatenate(layout)
 
     model.eval()
-    (train_f, train_l), (val_f, val_l) = feats(train_idx), feats(val_idx)
+    (train_f, train_l), (val_f, val_l) = feats(train_idx, "train"), feats(val_idx, "val")
     guard = FeatureGuard.fit(train_f, val_f)
     guard.layout = FeatureGuard.fit(train_l, val_l)
     guard.save(guard_path(run))

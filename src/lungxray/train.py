@@ -365,7 +365,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         if cfg.calibrate:
             from .calibrate import calibrate_run
 
-            calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks)
+            calibrate_run(out, split, val_idx, labels[val_idx], cfg.masks, progress=progress, device=device)
         _finish(out, model, history, best_loss)
     ctx.barrier()
     return out

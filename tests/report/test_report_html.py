@@ -79,3 +79,17 @@ def test_metrics_tables_render(tmp_path: Path) -> None:
     assert [r[1] for r in per_class] == [m["per_class"][c]["support"] for c in CLASSES]
     page = write_report(tmp_path / "m.html", title="Metrics", sections=sections).read_text()
     assert f"{m['accuracy']:.4f}" in page and "Viral Pneumonia" in page
+
+
+def test_gallery_links_overlays_whose_names_are_not_urls(tmp_path):
+    from urllib.parse import unquote
+
+    from lungxray.report.gallery import write_gallery
+
+    name = "case #3 a?b & c.png"
+    row = {"name": name, "prediction": "COVID", "probability": 0.9, "overlay": f"overlays/{name}",
+           "probabilities": {"COVID": 0.9, "Normal": 0.05, "Viral Pneumonia": 0.05}}
+    page = write_gallery(tmp_path, [row], {"name": "m"}, ["COVID", "Normal", "Viral Pneumonia"]).read_text()
+    src = page.split('<img src="')[1].split('"')[0]
+    assert "#" not in src and "?" not in src and " " not in src
+    assert unquote(src.replace("&amp;", "&")) == f"overlays/{name}"  # the browser finds the file

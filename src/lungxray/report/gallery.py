@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 from ..utils import atomic_write_text
 
@@ -28,7 +29,9 @@ def write_gallery(out_dir: str | Path, rows: list[dict], model: dict, classes: l
         probs = ", ".join(f"{html.escape(c)} {100 * r['probabilities'][c]:.1f}%" for c in classes)
         ood = r.get("ood") or {}
         flag = f'<div class="ood">possibly not a chest X-ray: {html.escape("; ".join(ood.get("reasons", [])))}</div>' if ood.get("flagged") else ""
-        img = f'<img src="{html.escape(r["overlay"])}" alt="{html.escape(r["name"])}">' if r.get("overlay") else ""
+        # A file name is not a URL: "case #3.png" or "a?b.png" must be percent-encoded to load.
+        src = html.escape(quote(Path(r["overlay"]).as_posix())) if r.get("overlay") else ""
+        img = f'<img src="{src}" alt="{html.escape(r["name"])}">' if src else ""
         cards.append(
             f'<div class="card">{img}<div class="cap"><b>{html.escape(r["prediction"])}</b> '
             f'{100 * r["probability"]:.1f}% &middot; {html.escape(r["name"])}<br>'

@@ -167,8 +167,8 @@ def metrics_tables(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     sections: list[dict[str, Any]] = [
         {
             "heading": "Summary",
-            "text": "95% confidence intervals are percentile bootstrap intervals over the "
-            "test samples.",
+            "text": ("95% confidence intervals are percentile bootstrap intervals over the images scored."
+                     if metrics.get("accuracy_ci") else "No confidence intervals (no bootstrap resamples)."),
             "table": {"columns": ["Metric", "Value"], "rows": summary_rows},
         },
         {
