@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,18 @@ def test_inputs_that_used_to_slip_through(model, covid_png: Path, sample_dir: Pa
     truncated.write_bytes(covid_png.read_bytes()[:2000])
     with pytest.raises(ImageReadError, match="cannot read this PIL image"):
         model.predict(Image.open(truncated))
+    # A broken chunk makes Pillow raise SyntaxError while loading: our error too.
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8)).save(noise)
+    data = noise.read_bytes()
+    second = data.index(b"IDAT", data.index(b"IDAT") + 4)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(data[:second] + b"\0\0\0\0" + data[second + 4:])
+    with pytest.raises(ImageReadError, match="cannot read this PIL image"):
+        model.predict(Image.open(broken))
+    # Any os.PathLike is a path (os.DirEntry from os.scandir here), read as the same file is.
+    entry = next(e for e in os.scandir(covid_png.parent) if e.name == covid_png.name)
+    assert model.predict(entry).probabilities == reference
     # Arrays and PIL images get the size limit files get; a path too long for the OS is an error, not a traceback.
     with pytest.raises(ImageReadError, match="more than"):
         model.predict(np.zeros((2, 20000), np.uint8))

@@ -3,7 +3,10 @@
 `predict` takes whatever a user has in hand and turns it into the same grayscale [0, 1] image the command line
 reads from a file, so one picture gives the same probabilities whatever form it arrives in:
 
-- a path (`str` or `Path`): PNG, JPEG or DICOM, read exactly as `lungxray predict` reads it;
+- a path (`str`, `Path` or any `os.PathLike`): PNG, JPEG or DICOM, read exactly as `lungxray predict` reads it
+  (for a model trained on provided masks, a path also finds the mask beside it, `masks/NAME`, as `predict` does;
+  a picture in memory has no file name, so the lung U-Net draws its mask: give the path when a provided mask
+  matters. The shipped model uses the U-Net's masks for every input);
 - `bytes` of such a file (e.g. an upload, a DICOM blob);
 - a PIL image (any mode Pillow converts to grayscale; a float "F" image is read as a float array);
 - a numpy array: 2-D grayscale or HxWx3 RGB; uint8, uint16 over the full 16-bit range (raw 10-12-bit detector
@@ -97,8 +100,10 @@ def _from_pil(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | Non
 
         rgb = _rgb_thumbnail(np.asarray(img.convert("RGB"))) if img.mode in COLOUR_MODES else None
         return _pil_to_float(img, name), rgb
-    except (OSError, ValueError) as exc:  # a truncated lazy image, a mode Pillow cannot convert (LAB, La...)
-        raise ImageReadError(f"{name}: cannot read this PIL image (mode {img.mode}): {exc}") from None
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AssertionError, SyntaxError, EOFError) as exc:
+        # a truncated or damaged lazy image (Pillow raises SyntaxError for a broken PNG chunk while loading), a mode
+        # Pillow cannot convert (LAB, La...): the same list the file reader turns into a clear error
+        raise ImageReadError(f"{name}: cannot read this PIL image (mode {img.mode}): {type(exc).__name__}: {exc}") from None
 
 
 class Model:
@@ -129,6 +134,8 @@ class Model:
         return self._one(x, cam, "<array>")
 
     def _one(self, x: Any, cam: bool, name: str) -> PredictionResult:
+        if isinstance(x, os.PathLike) and not isinstance(x, Path):  # os.DirEntry, py.path.local, ...
+            x = os.fspath(x)
         if isinstance(x, (str, Path)):
             if os.path.isdir(x):  # (Path.is_dir raises on names too long for the OS; this says False)
                 raise ImageReadError(f"{x}: is a folder; predict takes one file (or a list of files). For a folder, "
@@ -173,6 +180,8 @@ def segment(x: Any) -> np.ndarray | list[np.ndarray]:
     items: Sequence[Any] = x if isinstance(x, (list, tuple)) else [x]
     images = []
     for i, item in enumerate(items):
+        if isinstance(item, os.PathLike) and not isinstance(item, Path):
+            item = os.fspath(item)
         if isinstance(item, (str, Path)):
             from .data.io import read_image
 

@@ -395,8 +395,11 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
             resume=resume, workers=workers,
         )
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; the predictions made so far are in {out}/predictions.csv. Continue with the same "
-                   "command plus --resume", err=True)
+        if (Path(out) / "predictions.csv").is_file():
+            click.echo(f"\ninterrupted; the predictions made so far are in {out}/predictions.csv. Continue with the same "
+                       "command plus --resume", err=True)
+        else:
+            click.echo("\ninterrupted before any prediction was saved; nothing was written", err=True)
         raise SystemExit(130)
     new = res.rows[res.resumed:]
     names = [r["name"] if len(r["name"]) <= 50 else "..." + r["name"][-47:] for r in new]

@@ -170,3 +170,10 @@ def test_dicom_dataset_is_discovered_and_prepared(tmp_path: Path, synth, stored1
     assert [p for p, _ in prep.failures] == ["Normal/images/Normal-3.dcm"]
     i = [s.path for s in index.samples].index("COVID/images/COVID-3.dcm")
     assert prep.ok[i] and prep.info[i]["format"] == "dicom" and prep.info[i]["orig"] == [224, 224]
+
+
+def test_an_empty_window_is_no_window(tmp_path: Path, stored12, write_dicom) -> None:
+    """Some exports carry WindowCenter/WindowWidth with no value (type 2): read as if they were absent."""
+    plain = read_dicom(write_dicom(tmp_path / "p.dcm", stored12, bits_stored=12))
+    empty = read_dicom(write_dicom(tmp_path / "e.dcm", stored12, bits_stored=12, WindowCenter=None, WindowWidth=None))
+    np.testing.assert_array_equal(empty, plain)

@@ -422,3 +422,42 @@ def test_predictions_are_never_mixed_into_a_training_run_folder(run, tmp_path):
     res = CliRunner().invoke(main, ["predict", str(VP / "Viral Pneumonia-4.png"), "--model", str(run),
                                     "--out", str(tmp_path / "p")])
     assert res.exit_code == 0 and "index.html to see them in a grid" in res.output
+
+
+def test_a_second_predict_of_a_folder_does_not_classify_the_first_runs_overlays(ckpts, tmp_path, monkeypatch, caplog):
+    scans = _copy([VP / "Viral Pneumonia-4.png"], tmp_path / "scans")
+    monkeypatch.chdir(scans)
+    first = predict_to_folder(["."], "test_results", model=ckpts["mlp"], progress=False)
+    assert [r["path"] for r in first.rows] == ["Viral Pneumonia-4.png"] and first.overlays  # an overlay PNG was drawn
+    with caplog.at_level(logging.WARNING):
+        second = predict_to_folder(["."], "test_results-2", model=ckpts["mlp"], progress=False)
+    assert [r["path"] for r in second.rows] == ["Viral Pneumonia-4.png"]  # not test_results/...png as an X-ray
+    assert "holds lungxray's own outputs" in caplog.text
+    named = discover_inputs([scans / "test_results"])  # given by name, it is read
+    assert [f.path.suffix for f in named] == [".png"]
+
+
+def test_resume_from_another_folder_matches_the_earlier_rows(ckpts, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    _copy([VP / "Viral Pneumonia-4.png"], work / "imgs")
+    monkeypatch.chdir(work)
+    predict_to_folder(["imgs"], "out", model=ckpts["mlp"], overlays=False, progress=False)
+    shutil.copy(VP / "Viral Pneumonia-5.png", work / "imgs")
+    monkeypatch.chdir(tmp_path)  # the same folders, named from elsewhere
+    res = predict_to_folder([work / "imgs"], work / "out", model=ckpts["mlp"], overlays=False, progress=False,
+                            resume=True)
+    assert res.resumed == 1 and len(res.rows) == 2  # the earlier image is not predicted (and listed) twice
+    assert sorted(Path(r["path"]).name for r in res.rows) == ["Viral Pneumonia-4.png", "Viral Pneumonia-5.png"]
+
+
+def test_resume_with_other_mask_settings_is_refused(ckpts, tmp_path):
+    src = _copy([VP / "Viral Pneumonia-4.png"], tmp_path / "in")
+    out = tmp_path / "out"
+    predict_to_folder([src], out, model=ckpts["masked"], masks="provided", mask_dir=SAMPLE / "Viral Pneumonia" / "masks",
+                      overlays=False, progress=False)
+    before = (out / "predictions.csv").read_text()
+    shutil.copy(VP / "Viral Pneumonia-5.png", src)
+    with pytest.raises(ConfigError, match="was made with masks 'provided', now 'predicted'"):
+        predict_to_folder([src], out, model=ckpts["masked"], masks="predicted", overlays=False, progress=False,
+                          resume=True)
+    assert (out / "predictions.csv").read_text() == before

@@ -76,7 +76,8 @@ def read_dicom(source: str | Path | BinaryIO, name: str | None = None) -> np.nda
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     has_lut = "VOILUTSequence" in ds
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    # An element present but empty (type 2 in some exports) is no window: the fallbacks below apply.
+    has_window = ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
     try:
         bits_stored = int(ds.get("BitsStored", 0) or 0)
         rescaled = float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0) != 0

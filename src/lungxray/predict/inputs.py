@@ -20,15 +20,32 @@ DOCUMENT_SUFFIXES = frozenset({".md", ".txt", ".rst", ".csv", ".tsv", ".json", "
 images is not an unreadable input). A file given by name is always tried; a DICOM needs no extension."""
 
 
+OUTPUT_MARKERS = (("predictions.csv", "predictions.json"), ("predictions.csv", "metrics.json"), ("best.safetensors",),
+                  ("best.json", "history.csv"))
+"""Files that together mark a folder lungxray wrote (predict, evaluate, a training run): its PNGs are overlays and
+plots, not X-rays. A second `predict .` in a folder would otherwise classify the first run's overlays."""
+
+
+def lungxray_output(folder: Path) -> bool:
+    """Whether `folder` holds the outputs of a lungxray command (`OUTPUT_MARKERS`)."""
+    return any(all((folder / name).is_file() for name in marker) for marker in OUTPUT_MARKERS)
+
+
 def _walk(folder: Path, exclude: set[Path]) -> Iterator[Path]:
-    """Every non-hidden file under `folder` that is not a document, sorted, skipping mask folders and excluded
-    folders."""
+    """Every non-hidden file under `folder` that is not a document, sorted, skipping mask folders, excluded folders
+    and, below `folder`, folders of lungxray's own outputs (said in a log line)."""
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and d.lower() not in MASK_DIRS and (here / d).resolve() not in exclude
-        )
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or d.lower() in MASK_DIRS or (here / d).resolve() in exclude:
+                continue
+            if lungxray_output(here / d):
+                log.warning("skipped %s: it holds lungxray's own outputs (predictions, plots or a run), not X-rays; "
+                            "give it by name to read it anyway", here / d)
+                continue
+            keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
                 yield here / name

@@ -76,6 +76,20 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
     return rows
 
 
+def _check_resume_settings(old: dict, now: dict, old_cwd: str | None, json_path: Path) -> None:
+    """Refuse to add rows made with other mask or Grad-CAM settings to an earlier run's: one file would describe
+    two kinds of prediction under one set of settings."""
+    for key in ("masks", "mask_dir", "cam"):
+        if key not in old:
+            continue
+        was = old[key]
+        if key == "mask_dir" and was:
+            was = str((Path(old_cwd) if old_cwd else Path.cwd()).joinpath(was).resolve())
+        if was != now[key]:
+            raise ConfigError(f"{json_path} was made with {key} {old[key]!r}, now {now[key]!r}; resume=True continues "
+                              "with the same settings: give those again, or use another out= for the new ones")
+
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP)."""
 
@@ -177,8 +191,14 @@ def _predict_to_folder(
     # run and gets its overwrite check.
     resuming = resume and csv_path.is_file()
     done = _resume_rows(csv_path, json_path, pred.classes, desc) if resuming else []
+    settings = {"masks": pred.masks, "mask_dir": str(Path(pred.mask_dir).resolve()) if pred.mask_dir else None,
+                "cam": pred.cam_enabled}
     if done:
-        seen = {r["path"] for r in done} | {str(Path(r["path"]).resolve()) for r in done}
+        old = read_json(json_path) if json_path.is_file() else {}
+        _check_resume_settings(old.get("settings") or {}, settings, old.get("cwd"), json_path)
+        # Relative paths are relative to where the earlier run was started (its "cwd"), not to where this one is.
+        base = Path(old["cwd"]) if old.get("cwd") else Path.cwd()
+        seen = {r["path"] for r in done} | {str((base / r["path"]).resolve()) for r in done}
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
     targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
@@ -207,8 +227,8 @@ def _predict_to_folder(
         write_json(json_path, {
             "provenance": pred.provenance,
             "model": desc,
-            "settings": {"masks": pred.masks, "mask_dir": str(pred.mask_dir) if pred.mask_dir else None,
-                         "cam": pred.cam_enabled, "batch_size": batch_size},
+            "settings": {**settings, "batch_size": batch_size},
+            "cwd": str(Path.cwd()),  # what the rows' relative paths are relative to (for --resume from elsewhere)
             "classes": pred.classes,
             "n_predicted": len(rows),
             "skipped": [{"path": p, "error": e} for p, e in skipped],
