@@ -43,7 +43,8 @@ train-default: $(STAMP)
 # The shipped lung encoders, remade into runs/ (the shipped files are left alone: the default classifier records the
 # sha256 of the one it started from). To train from a remade one: --pretrained runs/lung-encoder.safetensors.
 # train-encoder: a lung U-Net on COVID-QU-Ex Train and the split's Viral Pneumonia training pairs, the split's
-# validation and test images and their copies left out (docs/RESULTS.md, issue 15, session 10).
+# validation and test images and their copies left out (docs/RESULTS.md, issue 15, session 10). Its U-Net,
+# runs/lung-unet-clean/best.{safetensors,json}, is also what ships as the segmenter, weights/lung-unet (session 14).
 train-encoder: $(STAMP)
 	$(VENV)/bin/lungxray segment train --data $(QUEX)/Train --holdout-data "$(DATA)/Viral Pneumonia" \
 	    --holdout-frac 0.2 --val $(QUEX)/Val --exclude-split $(SPLIT) --exclude-split-data $(DATA) --epochs 10 \

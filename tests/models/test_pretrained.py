@@ -17,6 +17,7 @@ from lungxray.models.pretrained import load_pretrained
 from lungxray.train import train
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "radiography-sample"
+DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "configs" / "splits" / "covid19-radiography-v2-seed0.csv"
 TINY_DENSE = {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1)}
 
 
@@ -215,10 +216,17 @@ def test_a_segment_run_that_left_out_the_split_starts_lungenc_and_another_split_
         assert not ours()  # the same split: nothing to say
         other = _manifest(tmp_path / "other.csv", [(f"Viral Pneumonia/images/{names[0]}", "Viral Pneumonia", "train")])
         check_split(report, manifest_fingerprint(read_manifest(other)))
-        check_split(load_pretrained(create_model("lungenc", input_size=64), "segmenter"), "any")
+        # The shipped segmenter (since session 14) left out the default split's val/test images: another split is
+        # warned about, the default one is not.
+        shipped = load_pretrained(create_model("lungenc", input_size=64), "segmenter")
+        check_split(shipped, "any")
+        check_split(shipped, manifest_fingerprint(read_manifest(DEFAULT_SPLIT)))
+        check_split({"source": "old-unet", "segmenter_split": None}, "any")  # a U-Net trained without the option
     messages = ours()
-    assert len(messages) == 2
-    assert "another split (split.csv)" in messages[0] and "without --exclude-split" in messages[1]
+    assert len(messages) == 3
+    assert "another split (split.csv)" in messages[0]
+    assert "another split (covid19-radiography-v2-seed0.csv)" in messages[1]
+    assert "old-unet" in messages[2] and "without --exclude-split" in messages[2]
 
 
 def test_check_split_says_when_a_u_net_records_its_manifest_but_no_fingerprint(caplog):
