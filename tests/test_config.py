@@ -33,6 +33,7 @@ def test_seed_ladder_differs_where_the_study_did():
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"lr": -1}, "lr must be >= 0"),
         ({"epochs": "many"}, "cannot use"),
+        ({"weight_decay": 0.05}, "not used by optimizer \"adam\""),  # Adam is the default; it would be ignored
     ],
 )
 def test_bad_settings_are_explained(values, message):
@@ -75,3 +76,9 @@ def test_quick_recipe_is_lung_only_like_the_default_and_short():
         assert getattr(quick, key) == getattr(shipped, key), key
     assert quick.pretrained == "lung-encoder-128"  # shipped with the package: no pretraining step, no download
     assert quick.image_size * quick.image_size * quick.epochs < shipped.image_size ** 2 * shipped.epochs / 8
+
+
+def test_geometry_settings_without_augment_are_named():
+    assert load_config(None, {"hflip": True, "aug_rotate": 5.0}).unused_augmentation() == ["hflip", "aug_rotate"]
+    assert load_config(None, {"hflip": True, "augment": True}).unused_augmentation() == []
+    assert load_config(None, {"weight_decay": 0.05, "optimizer": "adamw"}).weight_decay == 0.05

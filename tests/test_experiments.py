@@ -81,3 +81,16 @@ def test_two_configs_with_one_file_name_are_refused(tmp_path, sample_dir):
     with pytest.raises(ConfigError, match="two configs are named cnn.toml"):
         run_experiments(sample_dir, tmp_path / "out", configs, progress=False)
     assert not (tmp_path / "out" / "cnn").exists()
+
+
+def test_a_cap_per_class_shapes_the_shared_split(tmp_path, sample_dir):
+    from collections import Counter
+
+    from lungxray.data.split import read_manifest
+
+    configs = [_config(tmp_path / "a-mlp.toml", "a", "mlp")]
+    rows = run_experiments(sample_dir, tmp_path / "out", configs, overrides={"per_class": 8}, progress=False)
+    counts = Counter(r.label for r in read_manifest(tmp_path / "out" / "split.csv"))
+    assert set(counts.values()) == {8} and rows[0]["n_test"] < 10  # 24 images in all: the test split is capped too
+    with pytest.raises(ConfigError, match="has up to 8 images per class"):
+        run_experiments(sample_dir, tmp_path / "out", configs, overrides={"per_class": 4}, progress=False)

@@ -129,3 +129,19 @@ def test_metadata_with_a_malformed_segmenter_record_is_refused(tmp_path):
     assert validate_metadata({**meta, "segmenter": {"sha256": "ab" * 32}}, "m")["segmenter"]
     with pytest.raises(CheckpointError, match="'segmenter'"):
         validate_metadata({**meta, "segmenter": {"sha256": "not a digest"}}, "m")
+
+
+def test_resume_refuses_masks_from_another_lung_u_net(fake_segmenter, tmp_path):
+    """An upgrade between the start and the resume of a run would train its last epochs on other masks."""
+    from lungxray.errors import ConfigError
+
+    weights = seg_inf.default_segmenter_path()
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    more = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 2, "batch_size": 8, "masks": "predicted"})
+    weights.write_bytes(b"an updated lung U-Net")
+    with pytest.raises(ConfigError, match="another lung U-Net"):
+        train(more, SAMPLE, run, resume=True, progress=False)
+    train(more, SAMPLE, run, resume=True, progress=False, force=True)  # said out loud, it continues
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2

@@ -11,7 +11,7 @@ import torch
 from lungxray.checkpoint import load_checkpoint, load_state
 from lungxray.config import load_config
 from lungxray.data.api import split_dataset
-from lungxray.errors import CheckpointError, ConfigError
+from lungxray.errors import CheckpointError, ConfigError, LungxrayError
 from lungxray.evaluate import evaluate_run
 from lungxray.models import list_models
 from lungxray import train as train_module
@@ -324,6 +324,44 @@ def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_tou
         train(cfg, SAMPLE, old, overwrite=True)
     assert (old / "best.safetensors").read_bytes() == b"an earlier run"
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("case", ["mistyped split", "masks the data lacks"])
+def test_overwrite_keeps_the_old_run_when_the_data_cannot_be_loaded(tmp_path, split_csv, case):
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "best.safetensors").write_bytes(b"an earlier run")
+    if case == "mistyped split":
+        cfg, manifest, message = _cfg(), tmp_path / "splt.csv", "splt.csv"
+    else:  # only Viral Pneumonia has masks in the sample
+        cfg, manifest, message = _cfg(masks="provided"), split_csv, "mask"
+    with pytest.raises(LungxrayError, match=message):
+        train(cfg, SAMPLE, old, manifest, overwrite=True, progress=False)
+    assert (old / "best.safetensors").read_bytes() == b"an earlier run"
+
+
+def test_per_class_with_a_manifest_is_refused_not_silently_ignored(tmp_path, split_csv):
+    with pytest.raises(ConfigError, match="per_class=5 caps a split made on the fly"):
+        train(_cfg(per_class=5), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_geometry_settings_without_augment_are_warned_about(tmp_path, split_csv, caplog):
+    with caplog.at_level("WARNING", logger="lungxray.train"):
+        train(_cfg(hflip=True), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    assert "hflip set, but augment = false" in caplog.text
+
+
+def test_a_taken_folder_is_refused_before_the_data_is_loaded(tmp_path, monkeypatch):
+    def load_split(*args, **kwargs):
+        raise AssertionError("the split was loaded before the folder was checked")
+
+    monkeypatch.setattr(train_module, "load_split", load_split)
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "best.safetensors").write_bytes(b"an earlier run")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_cfg(), SAMPLE, old)
 
 
 def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, tmp_path, monkeypatch):

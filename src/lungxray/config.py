@@ -123,10 +123,21 @@ class TrainConfig:
         if self.low_res_epochs and not 0 < int(self.low_res_epochs) < int(self.epochs):
             raise ConfigError(f"low_res_epochs must be between 1 and epochs - 1 ({int(self.epochs) - 1}), "
                               f"got {self.low_res_epochs}")
+        if self.optimizer == "adam" and float(self.weight_decay) > 0:
+            raise ConfigError(f"weight_decay = {self.weight_decay} is not used by optimizer \"adam\" (the original study's "
+                              "Adam had none): use optimizer = \"adamw\" for decoupled weight decay, or l2 = ... for the "
+                              "study's L2 penalty")
         if self.masks == "none" and (self.lung_crop or self.mask_dilate):
             raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")
         self.lung_view()  # validates margin and dilation
         return self
+
+    def unused_augmentation(self) -> list[str]:
+        """Geometric augmentation settings changed from their defaults while `augment` is off (they then do nothing)."""
+        if self.augment:
+            return []
+        return [k for k in ("hflip", "aug_rotate", "aug_shift", "aug_zoom", "aug_shear")
+                if getattr(self, k) != getattr(TrainConfig, k)]
 
     def lung_view(self):
         """The `preprocess.LungView` these settings describe."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections import Counter
 from pathlib import Path
 
 from . import runs
@@ -73,11 +74,24 @@ def run_experiments(
         raise ConfigError(f"two configs are named {twins[0]}.toml: each config's run is the folder of its file name "
                           "(out/NAME), so one would be reported as the other; rename one")
     out.mkdir(parents=True, exist_ok=True)
+    # A cap on images per class shapes the shared split itself (every config trains and tests on the same images);
+    # the configs then train on that manifest as it is.
+    overrides = dict(overrides or {})
+    per_class = overrides.pop("per_class", None)
     manifest = out / "split.csv"
     if split_csv is not None:
+        if per_class is not None:
+            raise ConfigError(f"per_class={per_class} caps a split made here, but split_csv= ({split_csv}) already fixes "
+                              "the images: make a capped one with `lungxray data split --per-class N`")
         manifest = Path(split_csv)
     elif not manifest.exists():
-        split_dataset(data, manifest, seed=seed, cache_dir=cache_dir, progress=progress)
+        split_dataset(data, manifest, seed=seed, per_class=per_class, cache_dir=cache_dir, progress=progress)
+    elif per_class is not None:
+        counts = Counter(r.label for r in read_manifest(manifest))
+        if max(counts.values()) > per_class:
+            raise ConfigError(f"per_class={per_class}: {manifest}, the split of an earlier experiment in this folder, "
+                              f"has up to {max(counts.values())} images per class; give another out= for a capped "
+                              "experiment")
     rows = []
     for path in paths:
         name = path.stem

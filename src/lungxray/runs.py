@@ -54,11 +54,13 @@ def is_run_folder(path: str | Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[str | Path] = (),
+                    check_only: bool = False) -> None:
     """Create `out` for a new run, or check it holds one to resume; an existing run is replaced only with overwrite.
 
     Overwrite replaces a run folder only: a non-empty folder without any of `RUN_MARKERS` (someone's data, a project
     folder) is refused, and so is one that holds any of `inputs` (the run's data, split or validation folders).
+    With `check_only`, every refusal is raised but nothing is deleted or created (for a check before slow work).
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder: choose another out=")
@@ -67,6 +69,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             if not (out / STATE).is_file():
                 raise ConfigError(f"{out}: nothing to resume (no {STATE}: it stopped before training began); "
                                   "start it again with overwrite=True")
+            if check_only:
+                return
             # Temporary files of writes cut short by a crash (never visible under a final name).
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
@@ -82,10 +86,13 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             if Path(item).expanduser().resolve().is_relative_to(target):
                 raise ConfigError(f"{out} holds {item}, an input of this run: overwrite would delete it; choose "
                                   "another out=")
+        if check_only:
+            return
         shutil.rmtree(out)
     elif resume:
         raise ConfigError(f"{out}: nothing to resume (folder missing or empty)")
-    out.mkdir(parents=True, exist_ok=True)
+    if not check_only:
+        out.mkdir(parents=True, exist_ok=True)
 
 
 def write_history(path: Path, rows: list[dict], columns: Sequence[str] | None = None) -> None:

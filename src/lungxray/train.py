@@ -139,10 +139,26 @@ def train(
 
 def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
            force: bool = False, keep_epochs: bool = False) -> Path:
-    if not resume:  # before prepare_run_dir: with overwrite=True a bad setting must not cost the old run
+    inputs = [p for p in (data, split_csv) if p]
+    split = None
+    if not resume:
+        # Everything that can fail runs before prepare_run_dir: with overwrite=True a bad setting, a mistyped split
+        # or a data set without the masks asked for must not cost the old run.
         _check_early(cfg, (cfg.image_size, cfg.image_size))
+        unused = cfg.unused_augmentation()
+        if unused:
+            log.warning("%s set, but augment = false: no geometric augmentation runs (set augment = true to use them)",
+                        ", ".join(unused))
+        if cfg.per_class is not None and split_csv is not None:
+            raise ConfigError(f"per_class={cfg.per_class} caps a split made on the fly, but a manifest ({split_csv}) "
+                              "already fixes the images: make a capped one with `lungxray data split --per-class N`, "
+                              "or leave per_class out")
+        if ctx.is_main:
+            runs.prepare_run_dir(out, resume, overwrite, inputs=inputs, check_only=True)
+        _set_threads(cfg, ctx)
+        split = _load_checked(cfg, data, split_csv, cache_dir, progress)
     if ctx.is_main:
-        runs.prepare_run_dir(out, resume, overwrite, inputs=[p for p in (data, split_csv) if p])
+        runs.prepare_run_dir(out, resume, overwrite, inputs=inputs)
     ctx.barrier()
     state = verify_state(load_state(out / runs.STATE), out / runs.STATE) if resume else None
     if state is not None:
@@ -156,18 +172,10 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
                               f"schedule end early); resume with epochs={saved.epochs}, or start a new run")
         cfg = TrainConfig(**{**saved.to_dict(), "epochs": epochs}).validate()
         split_csv = out / "split.csv"
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    elif ctx.enabled and cfg.device != "cuda":
-        # Ranks share the machine's cores: one rank per core avoids oversubscription (per node: LOCAL_WORLD_SIZE).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))))
-    size = (cfg.image_size, cfg.image_size)
-    split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
-                       cache_dir=cache_dir, progress=progress, masks=cfg.masks)
+    if split is None:
+        _set_threads(cfg, ctx)
+        split = _load_checked(cfg, data, split_csv, cache_dir, progress)
     train_idx, val_idx = split.indices("train"), split.indices("val")
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ConfigError("the split needs at least one readable train and one validation image")
-    check_masks(split, np.concatenate([train_idx, val_idx]), cfg.masks)
     saved_fp = (state or {}).get("data_fingerprint")
     if saved_fp and saved_fp != split.fingerprint and not force:
         raise ConfigError(f"{out}: the split or its images changed since this run started (data fingerprint {saved_fp}, "
@@ -183,7 +191,8 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     # Forked RNG: seeding for reproducibility must not change the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, input_size=size, classes=split.classes, **cfg.model_args)
+        model = create_model(cfg.model, input_size=(cfg.image_size, cfg.image_size), classes=split.classes,
+                             **cfg.model_args)
         pretrained = None
         if cfg.pretrained and state is None:  # on --resume the saved state holds the weights
             from .data.split import manifest_fingerprint
@@ -198,6 +207,12 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
             segmenter = segmenter_record()
             check_segmenter_split(segmenter, manifest_fingerprint(split.rows))
+            was = ((state or {}).get("segmenter") or {}).get("sha256")
+            if was and was != segmenter["sha256"] and not force:
+                raise ConfigError(f"{out}: its masks came from another lung U-Net (sha256 {was[:12]}...) than the one "
+                                  f"installed now ({segmenter['sha256'][:12]}...); resuming would train its last epochs "
+                                  "on other masks. Resume with the lungxray version it started with, start a new run, "
+                                  "or pass force=True to continue anyway")
         if cfg.freeze and not cfg.pretrained:
             log.warning("freeze=%s without pretrained weights: those parts stay at their random start", cfg.freeze)
         frozen = freeze_parts(model, cfg.freeze)
@@ -268,7 +283,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                         data_fingerprint=split.fingerprint, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict() if sched is not None else {}, history=history,
                         best_val_loss=best_loss, bad_epochs=bad_epochs, config=cfg.to_dict(), pretrained=pretrained,
-                        version=__version__)
+                        segmenter=segmenter, version=__version__)
 
     if state is None and ctx.is_main:
         save_state(0)  # from here on a crash at any moment leaves a run that --resume can continue
@@ -369,6 +384,26 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         _finish(out, model, history, best_loss)
     ctx.barrier()
     return out
+
+
+def _set_threads(cfg: TrainConfig, ctx: DistContext) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif ctx.enabled and cfg.device != "cuda":
+        # Ranks share the machine's cores: one rank per core avoids oversubscription (per node: LOCAL_WORLD_SIZE).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))))
+
+
+def _load_checked(cfg: TrainConfig, data, split_csv, cache_dir, progress) -> SplitData:
+    """The split's images (cached), refused when it has no train or validation image or lacks the masks asked for."""
+    size = (cfg.image_size, cfg.image_size)
+    split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
+                       cache_dir=cache_dir, progress=progress, masks=cfg.masks)
+    train_idx, val_idx = split.indices("train"), split.indices("val")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ConfigError("the split needs at least one readable train and one validation image")
+    check_masks(split, np.concatenate([train_idx, val_idx]), cfg.masks)
+    return split
 
 
 def _check_low_res(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:

@@ -75,3 +75,24 @@ def test_the_shipped_classifier_names_the_shipped_unet_as_the_one_that_drew_its_
     meta = json.loads((default_segmenter_path().parent / "classifier.json").read_text())
     assert meta["masks"] == "predicted"
     assert meta["segmenter"]["sha256"] == hashlib.sha256(default_segmenter_path().read_bytes()).hexdigest()
+
+
+def test_the_mask_cache_key_changes_with_the_mask_settings_not_with_the_notes(tmp_path):
+    """Masks are cached by `segmenter_identity`: a threshold edited in the JSON must draw new masks, not reuse old ones."""
+    import json
+    import shutil
+
+    from lungxray.segment import default_segmenter_path, segmenter_identity
+
+    weights = tmp_path / "lung-unet.safetensors"
+    shutil.copy(default_segmenter_path(), weights)
+    shutil.copy(default_segmenter_path().with_suffix(".json"), weights.with_suffix(".json"))
+    base = segmenter_identity(weights)
+    assert base == segmenter_identity()  # the same files, the same key
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta["training"] = {"note": "provenance only"}
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    assert segmenter_identity(weights) == base
+    meta["threshold"] = 0.6
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    assert segmenter_identity(weights) != base

@@ -241,7 +241,9 @@ def load_split(
 ) -> SplitData:
     """Load a manifest (or make a split on the fly when none is given) and decode it through the cache.
 
-    With `masks="predicted"` every image's mask comes from the shipped lung segmentation model.
+    `per_class` caps the images of a split made on the fly; a manifest's rows are used as they are (a capped
+    manifest comes from `split_dataset(per_class=...)`). With `masks="predicted"` every image's mask comes from the
+    shipped lung segmentation model.
     """
     index = scan_dataset(path, classes)
     if split_csv is None:
@@ -258,9 +260,10 @@ def load_split(
     samples = [Sample(r.path, r.label, r.mask_path) for r in rows]
     prep = prepare(samples, index.root, size, cache_dir, progress=progress, desc="loading")
     if masks == "predicted":
-        from ..segment import Segmenter, default_segmenter_path
-        from .cache import file_digest, predicted_masks
+        from ..segment import Segmenter, segmenter_identity
+        from .cache import predicted_masks
 
         seg = Segmenter.load()
-        prep = predicted_masks(prep, seg, file_digest(default_segmenter_path())[:12], cache_dir, progress)
+        # Keyed by the weights and the mask settings of the U-Net's JSON: either changed, the masks are drawn again.
+        prep = predicted_masks(prep, seg, segmenter_identity()[:12], cache_dir, progress)
     return SplitData(index.root, index.classes, rows, prep, manifest_fingerprint(rows, prep.digests))

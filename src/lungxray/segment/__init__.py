@@ -19,6 +19,7 @@ _EXPORTS = {
     "Segmenter": "inference",
     "MaskPredictor": "inference",
     "default_segmenter_path": "inference",
+    "segmenter_identity": "inference",
     "LungUNet": "model",
     "load_segmenter": "model",
     "save_segmenter": "model",

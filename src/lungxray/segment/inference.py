@@ -36,6 +36,25 @@ def default_segmenter_path() -> Path:
     return Path(str(resources.files("lungxray") / "weights" / WEIGHTS_NAME))
 
 
+MASK_SETTINGS = ("architecture", "model_args", "input_size", "normalization", "threshold", "postprocess")
+"""The keys of a U-Net's JSON that change the masks it draws, besides its weights."""
+
+
+def segmenter_identity(path: str | Path | None = None) -> str:
+    """SHA-256 of what decides a lung U-Net's masks: its weights file and the JSON settings in `MASK_SETTINGS`
+    (a threshold or post-processing changed in the JSON draws other masks from the same weights). Keys the
+    predicted-mask cache."""
+    import hashlib
+    import json
+
+    path = Path(path) if path is not None else default_segmenter_path()
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    h = hashlib.sha256(path.read_bytes())
+    h.update(json.dumps({k: meta.get(k) for k in MASK_SETTINGS}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def _as_image(x, index: int) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 2:
