@@ -66,3 +66,11 @@ def test_two_process_resume_matches_an_uninterrupted_run_with_dropout(tmp_path):
     assert len(whole) == len(parts) == 2
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
         assert float(parts[1][key]) == float(whole[1][key]), key
+
+
+def test_the_schedule_counts_only_the_steps_ranks_take():
+    from lungxray.train import steps_in_epoch
+
+    assert steps_in_epoch(10, 4) == 3  # one process: the tail of 2 is a step
+    assert steps_in_epoch(10, 4, world=3) == 2  # three ranks: a tail of 2 is skipped, so it is no step
+    assert steps_in_epoch(11, 4, world=3) == 3 and steps_in_epoch(8, 4, world=2) == 2

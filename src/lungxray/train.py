@@ -8,7 +8,6 @@ crash or Ctrl-C at any moment leaves the last complete epoch resumable.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -241,7 +240,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     ctx = ctx or DistContext()
     view = cfg.lung_view()
     use_amp = autocast_enabled(cfg.amp, device)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    steps_per_epoch = steps_in_epoch(len(train_idx), cfg.batch_size, ctx.world)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt, steps_per_epoch)
     weights = class_weights(labels[train_idx], len(split.classes)).to(device) if cfg.class_weighting else None
@@ -384,6 +383,13 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         _finish(out, model, history, best_loss)
     ctx.barrier()
     return out
+
+
+def steps_in_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps one epoch takes: a tail batch too short to give every rank an image is skipped by the epoch
+    loop, so it is not counted (or a one-cycle schedule would never reach its last steps under DDP)."""
+    full, tail = divmod(n_train, batch_size)
+    return full + (1 if tail >= world else 0)
 
 
 def _set_threads(cfg: TrainConfig, ctx: DistContext) -> None:
