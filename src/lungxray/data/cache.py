@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CACHE_ENV = "LUNGXRAY_CACHE"
 _FORMAT_VERSION = 1
+"""Version of what the image stores hold. Entries are keyed by file content and size, not by the decoding code: a
+change to what `read_image`, `resize_image` or `to_uint8` produce must bump this, or old caches are silently reused."""
 
 
 def default_cache_dir() -> Path:
