@@ -303,12 +303,13 @@ def test_negative_mixup_is_refused():
         _cfg(mixup=-0.2)
 
 
-@pytest.mark.parametrize("setting, message", [
-    ({"freeze": "encoder.9"}, "no part named 'encoder.9'"),
-    ({"pretrained": "runs/no-such-unet"}, "pretrained=runs/no-such-unet: no such file"),
+@pytest.mark.parametrize("setting, overwrite, message", [
+    ({"freeze": "encoder.9"}, True, "no part named 'encoder.9'"),
+    ({"pretrained": "runs/no-such-unet"}, True, "pretrained=runs/no-such-unet: no such file"),
+    ({}, False, "already holds a run"),  # a taken folder, without overwrite
 ])
 def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_touched(tmp_path, monkeypatch,
-                                                                                    setting, message):
+                                                                                    setting, overwrite, message):
     """On a first run at a size the split's loading segments every image (minutes), and overwrite=True clears the
     old run: these mistakes must surface before either."""
     def load_split(*args, **kwargs):
@@ -321,7 +322,7 @@ def test_a_misnamed_part_or_start_fails_before_the_run_folder_or_the_data_is_tou
     cfg = load_config(None, {"model": "lungenc", "image_size": 32, "epochs": 1, **setting})
     before = torch.random.get_rng_state()
     with pytest.raises(ConfigError, match=message):
-        train(cfg, SAMPLE, old, overwrite=True)
+        train(cfg, SAMPLE, old, overwrite=overwrite)
     assert (old / "best.safetensors").read_bytes() == b"an earlier run"
     assert torch.equal(torch.random.get_rng_state(), before)
 
@@ -350,18 +351,6 @@ def test_geometry_settings_without_augment_are_warned_about(tmp_path, split_csv,
     with caplog.at_level("WARNING", logger="lungxray.train"):
         train(_cfg(hflip=True), SAMPLE, tmp_path / "run", split_csv, progress=False)
     assert "hflip set, but augment = false" in caplog.text
-
-
-def test_a_taken_folder_is_refused_before_the_data_is_loaded(tmp_path, monkeypatch):
-    def load_split(*args, **kwargs):
-        raise AssertionError("the split was loaded before the folder was checked")
-
-    monkeypatch.setattr(train_module, "load_split", load_split)
-    old = tmp_path / "run"
-    old.mkdir()
-    (old / "best.safetensors").write_bytes(b"an earlier run")
-    with pytest.raises(ConfigError, match="already holds a run"):
-        train(_cfg(), SAMPLE, old)
 
 
 def test_cli_resume_keeps_the_runs_own_length_unless_epochs_is_given(split_csv, tmp_path, monkeypatch):
