@@ -118,6 +118,11 @@ def test_the_shipped_model_is_scored_on_your_own_labelled_folders(tmp_path, samp
                                "--out", str(tmp_path / "eval"), "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
     assert "on test (30 images)" in res.output and (tmp_path / "eval" / "report.html").is_file()
+    # The sample was drawn from the development data: 25 of its files are byte-identical to the shipped model's
+    # training or validation images, and the scores must say they are not held out.
+    seen = json.loads((tmp_path / "eval" / "metrics.json").read_text())["seen_by_model"]
+    assert seen["checked"] and seen["images"] == 25 and seen["of"] == 30
+    assert "25 of the 30 test images are byte-identical" in (tmp_path / "eval" / "report.html").read_text()
 
 
 def test_bootstrap_zero_gives_no_interval_and_a_negative_count_is_refused(tiny_run, manifest, sample_dir, tmp_path):
@@ -136,3 +141,39 @@ def test_bootstrap_zero_gives_no_interval_and_a_negative_count_is_refused(tiny_r
         evaluate_run(tiny_run / "best.safetensors", sample_dir, "test", manifest, tmp_path / "e2", n_bootstrap=-1,
                      progress=False)
     assert not (tmp_path / "e2").exists()
+
+
+def test_a_run_lists_what_it_saw_and_evaluate_says_when_scored_images_are_among_them(tiny_run, manifest, sample_dir,
+                                                                                       tmp_path, caplog):
+    from lungxray.config import load_config
+    from lungxray.seen import read_seen, seen_path
+    from lungxray.train import train
+
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8})
+    run = train(cfg, sample_dir, tmp_path / "run", manifest, progress=False)
+    from lungxray.data.cache import file_digest
+
+    seen = read_seen(seen_path(run / "best.safetensors"))
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for name in ("train", "val"):  # by content: identical files (the sample has some) are one entry
+        assert seen[name] == {file_digest(sample_dir / r["path"])[:16] for r in rows if r["split"] == name}
+    clean = evaluate_run(run, sample_dir, n_bootstrap=0, progress=False)
+    assert clean["seen_by_model"] == {**clean["seen_by_model"], "checked": True, "images": 0}  # test is held out
+    # Copies of training files under other names, in a folder scored as "test": found by content.
+    copies = tmp_path / "mine"
+    shutil.copytree(sample_dir, copies)
+    train_rows = [r["path"] for r in rows if r["split"] == "train"]
+    for rel in train_rows[:3]:
+        src = copies / rel
+        src.rename(src.with_name("renamed-" + src.name))
+    split_all = tmp_path / "all-test.csv"
+    from lungxray.data.api import split_dataset
+
+    split_dataset(copies, split_all, fractions=(0.0, 0.0, 1.0), progress=False)
+    with caplog.at_level("WARNING", logger="lungxray.evaluate"):
+        m = evaluate_run(run / "best.safetensors", copies, "test", split_all, tmp_path / "e", n_bootstrap=0,
+                         progress=False)
+    n_seen = _count(manifest, "train") + _count(manifest, "val")  # the split keeps identical files on one side
+    assert m["seen_by_model"]["images"] == n_seen and m["seen_by_model"]["by_split"]["train"] == _count(manifest, "train")
+    assert f"{n_seen} of the 30 test images are byte-identical" in caplog.text

@@ -54,3 +54,18 @@ def test_half_refuses_weights_float16_cannot_hold_and_leaves_the_shipped_model(u
     with pytest.raises(CheckpointError, match="float16"):
         ship_checkpoint(big, dest, overwrite=True, half=True)
     assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before
+
+
+def test_the_list_of_seen_images_ships_with_its_model_and_never_outlives_it(untrained_checkpoint, tmp_path):
+    from lungxray.seen import read_seen, seen_path, write_seen
+
+    a = _run(untrained_checkpoint, tmp_path / "a", seed=1, ood=False)
+    write_seen(seen_path(a), {"train": ["ab" * 20], "val": []})
+    b = _run(untrained_checkpoint, tmp_path / "b", seed=2, ood=False)
+    dest = tmp_path / "weights" / "classifier"
+    written = ship_checkpoint(a, dest)
+    shipped = dest.with_name("classifier.seen.json")
+    assert shipped in written and shipped == seen_path(dest.with_suffix(".safetensors"))
+    assert read_seen(shipped)["train"] == {"ab" * 8}
+    ship_checkpoint(b, dest, overwrite=True)
+    assert not shipped.exists()  # A's list says nothing about B

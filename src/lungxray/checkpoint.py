@@ -186,7 +186,8 @@ def load_state(path: str | Path) -> dict:
 
 def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = False, which: str = "best",
                     half: bool = False) -> list[Path]:
-    """Copy a run's checkpoint (weights, metadata and OOD statistics) to `dest_stem`.{safetensors,json,ood.safetensors}.
+    """Copy a run's checkpoint (weights, metadata, OOD statistics and the list of images it saw, `seen.json`) to
+    `dest_stem`.{safetensors,json,ood.safetensors,seen.json}.
 
     This is how the package's default model is replaced: one command, the same three files. Everything is read,
     converted and checked before the first file is written; a shipped OOD file that the new checkpoint has no
@@ -218,6 +219,13 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     stale_ood = not ood.is_file() and dest_ood.exists()
     if stale_ood:  # first: an interruption below must not leave it beside the new weights
         dest_ood.unlink()
+    from .seen import seen_path
+
+    seen, dest_seen = seen_path(weights), seen_path(dest.with_suffix(".safetensors"))
+    if seen.is_file():
+        files.append((dest_seen, seen.read_bytes()))
+    elif dest_seen.exists():  # the previous model's list says nothing about this one
+        dest_seen.unlink()
     for dst, blob in files:
         atomic_write_bytes(dst, blob)
     if stale_ood:

@@ -417,7 +417,7 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     m = res.model
     click.echo(f"model: {m['name']} {m['version'] or ''} (data fingerprint {m['data_fingerprint'] or 'n/a'}); "
                "research use only, not for clinical use")
-    skipped = f", skipped {len(res.skipped)} unreadable file(s)" if res.skipped else ""
+    skipped = f", skipped {len(res.skipped)} unreadable file(s) (listed in skipped.csv)" if res.skipped else ""
     overlays = f"{len(res.overlays)} overlay(s), " if res.overlays else ""
     kept = f" ({res.resumed} already in {res.csv_path.name}, kept)" if res.resumed else ""
     page = res.csv_path.parent / "index.html"

@@ -17,6 +17,7 @@ from .preprocess import LungView
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
+from .seen import describe_overlap
 from .utils import atomic_write_text, next_free_folder, read_json, refuse_taken_folder, write_json
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ def evaluate_run(
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
     if split_csv and (run / "split.csv").is_file() and manifest.resolve() != (run / "split.csv").resolve():
         _warn_if_trained_on(run / "split.csv", [data_split.rows[i].path for i in idx], manifest, split)
+    overlap = _seen_overlap(run, which, data_split, idx)
+    if overlap["images"]:
+        log.warning("%s", describe_overlap(overlap, split))
     check_masks(data_split, idx, masks)
     logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta), progress=progress,
                             desc=f"scoring {split}")
@@ -110,6 +114,7 @@ def evaluate_run(
             "temperature": temperature,
             "data_fingerprint": data_split.fingerprint,
             "trained_on_fingerprint": meta.get("data", {}).get("fingerprint"),
+            "seen_by_model": overlap,
         }
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +145,7 @@ def evaluate_run(
                 ],
             },
         },
+        *([{"heading": "Not held out", "text": describe_overlap(overlap, split)}] if overlap["images"] else []),
         *metrics_tables(metrics),
         {"heading": "Curves, confusion matrix, ROC and calibration", "images": images},
     ]
@@ -147,6 +153,19 @@ def evaluate_run(
     write_report(out / "report.html", title=f"lungxray evaluation: {run.name} on {split}", sections=sections)
     write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation is complete
     return {**metrics, "out": str(out)}
+
+
+def _seen_overlap(run: Path, which: str, data_split, idx) -> dict:
+    """The scored images that the checkpoint trained or was validated on, by file content (`seen.py`); a checkpoint
+    without a seen-image list (trained before lungxray wrote one) gives an empty overlap and says nothing."""
+    from .checkpoint import resolve_checkpoint
+    from .seen import read_seen, seen_overlap, seen_path
+
+    seen = read_seen(seen_path(resolve_checkpoint(run, which)[0]))
+    if not seen:
+        return {"images": 0, "of": int(len(idx)), "by_split": {}, "examples": [], "checked": False}
+    overlap = seen_overlap(seen, [data_split.prepared.digests[i] for i in idx], [data_split.rows[i].path for i in idx])
+    return {**overlap, "checked": True}
 
 
 def _warn_if_trained_on(own: Path, paths: list[str], manifest: Path, split: str) -> None:

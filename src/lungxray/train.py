@@ -184,6 +184,10 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if ctx.is_main:
         if not resume:
             write_manifest(out / "split.csv", split.rows)
+            from .seen import RUN_FILE, write_seen
+
+            digests = split.prepared.digests
+            write_seen(out / RUN_FILE, {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")})
         write_json(out / "config.json", cfg.to_dict())  # on resume: the settings it now runs with (epochs)
 
     device = resolve_device(cfg.device)

@@ -171,8 +171,16 @@ def test_folder_with_corrupt_and_text_files_predicts_the_rest(run, tmp_path, cap
     doc = json.loads((out / "predictions.json").read_text())
     assert sorted(Path(s["path"]).name for s in doc["skipped"]) == ["broken.png", "scan.bin"]
     assert len(_rows(out / "predictions.csv")[1]) == 2
+    columns, skipped = _rows(out / "skipped.csv")  # the CSV reader sees the failures too, with their reasons
+    assert columns == ["path", "error"] and sorted(Path(r["path"]).name for r in skipped) == ["broken.png", "scan.bin"]
+    assert all(r["error"] for r in skipped)
     cli = CliRunner().invoke(main, ["predict", str(src), "--model", str(run), "--out", str(tmp_path / "o2")])
-    assert cli.exit_code == 0 and "skipped 2 unreadable file(s)" in cli.output
+    assert cli.exit_code == 0 and "skipped 2 unreadable file(s) (listed in skipped.csv)" in cli.output
+    # Replaced by a run that skips nothing, the folder keeps no list of the earlier run's failures.
+    (src / "broken.png").unlink()
+    (src / "scan.bin").unlink()
+    predict_to_folder([src], out, run, overlays=False, overwrite=True)
+    assert not (out / "skipped.csv").exists()
 
 
 @pytest.mark.parametrize(

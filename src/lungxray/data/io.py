@@ -8,6 +8,7 @@ header before pixels are decoded, so a decompression bomb is refused without bei
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,6 +142,13 @@ def _converting(path: str | Path):
         raise ImageReadError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
 
 
+def _is_empty_file(path) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def read_image(source: Source, name: str | None = None) -> np.ndarray:
     """Read a PNG, JPEG or DICOM X-ray as a 2-D float32 array in [0, 1].
 
@@ -160,7 +168,9 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
 
         return read_dicom(handle, name=label)
     if kind is None:
-        raise ImageReadError(f"{label}: not a PNG, JPEG or DICOM file (unrecognised content)")
+        empty = len(source) == 0 if isinstance(source, (bytes, bytearray, memoryview)) else _is_empty_file(source)
+        raise ImageReadError(f"{label}: empty file (0 bytes)" if empty
+                             else f"{label}: not a PNG, JPEG or DICOM file (unrecognised content)")
     img = _open_pil(handle, label)
     with _converting(label):
         return _pil_to_float(img, label)

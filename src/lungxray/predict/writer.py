@@ -185,7 +185,7 @@ def _predict_to_folder(
     # Inputs by file identity (device, inode): the same file under another path, a hard link or another letter case
     # on macOS/Windows is still an input.
     inputs = {file_identity(f.path) for f in files}
-    csv_path, json_path = out / "predictions.csv", out / "predictions.json"
+    csv_path, json_path, skipped_path = out / "predictions.csv", out / "predictions.json", out / "skipped.csv"
     desc = pred.describe()
     # Only a folder holding an earlier run's predictions.csv is continued; anywhere else resume=True is a fresh
     # run and gets its overwrite check.
@@ -201,7 +201,8 @@ def _predict_to_folder(
         seen = {r["path"] for r in done} | {str((base / r["path"]).resolve()) for r in done}
         files = [f for f in files if str(f.path) not in seen and str(f.path.resolve()) not in seen]
     names = overlay_names(files, taken=[r["overlay"] for r in done if r.get("overlay")])
-    targets = [csv_path, json_path] + ([out / names[f.path] for f in files] + [out / "index.html"] if overlays else [])
+    targets = [csv_path, json_path, skipped_path] + ([out / names[f.path] for f in files] + [out / "index.html"]
+                                                     if overlays else [])
     clobbered = [t for t in targets if t.exists() and file_identity(t) in inputs]
     if clobbered:  # whatever overwrite says: an input is never replaced by an output
         raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
@@ -235,6 +236,14 @@ def _predict_to_folder(
             "rows": rows,
         })
         atomic_write_text(csv_path, _csv_text(rows, pred.classes))
+        if skipped:  # the files that gave no prediction, and why, for whoever reads only the CSVs
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\r\n")
+            w.writerow(["path", "error"])
+            w.writerows([csv_safe(p), csv_safe(e)] for p, e in skipped)
+            atomic_write_text(skipped_path, buf.getvalue())
+        elif skipped_path.exists():  # an earlier (replaced) run's list says nothing about this one
+            skipped_path.unlink()
 
     last_save, save_cost = time.monotonic(), 0.0
     try:
