@@ -36,7 +36,8 @@ def test_the_wheel_carries_the_shipped_weights_and_the_web_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     encoders = [f"lungxray/weights/{n}.{ext}" for n in SHIPPED_ENCODERS for ext in ("safetensors", "json")]
     for f in ("lungxray/weights/classifier.safetensors", "lungxray/weights/classifier.json",
-              "lungxray/weights/classifier.ood.safetensors", "lungxray/weights/lung-unet.safetensors",
+              "lungxray/weights/classifier.ood.safetensors", "lungxray/weights/classifier.seen.json",
+              "lungxray/weights/lung-unet.safetensors",
               *encoders, "lungxray/serve/static/index.html", "lungxray/cli.py"):
         assert f in names, f
     assert not any(n.startswith(("tests/", "examples/", "runs/")) for n in names)
