@@ -99,7 +99,7 @@ def broken_dataset(tmp_path: Path, synth) -> Path:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "empty file \(0 bytes\)"),
+        (b"", r"empty file \(0 bytes\)"),
         (b"hello, I am a text file\n" * 20, "not a PNG, JPEG or DICOM"),
         (b"GIF89a" + b"\x00" * 200, "not a PNG, JPEG or DICOM"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "x.png"),  # PNG magic, garbage after it
