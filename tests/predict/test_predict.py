@@ -469,3 +469,22 @@ def test_resume_with_other_mask_settings_is_refused(ckpts, tmp_path):
         predict_to_folder([src], out, model=ckpts["masked"], masks="predicted", overlays=False, progress=False,
                           resume=True)
     assert (out / "predictions.csv").read_text() == before
+
+
+def test_resume_redoes_its_own_overlays_but_never_replaces_a_users_file(ckpts, tmp_path):
+    src = _copy([VP / "Viral Pneumonia-4.png"], tmp_path / "in")
+    out = tmp_path / "out"
+    first = predict_to_folder([src], out, model=ckpts["mlp"], progress=False)
+    from lungxray.report.overlay import is_overlay
+
+    assert is_overlay(first.overlays[0])  # what lungxray draws is marked as such
+    shutil.copy(VP / "Viral Pneumonia-5.png", src)
+    target = out / first.overlays[0].relative_to(out).with_name("Viral Pneumonia-5.png")
+    target.write_bytes((VP / "Viral Pneumonia-5.png").read_bytes())  # the user's own PNG, by chance of that name
+    with pytest.raises(ConfigError, match="is not an overlay lungxray drew"):
+        predict_to_folder([src], out, model=ckpts["mlp"], progress=False, resume=True)
+    assert target.read_bytes() == (VP / "Viral Pneumonia-5.png").read_bytes()
+    # An overlay that an interrupted run drew before listing its input is redone.
+    shutil.copy(first.overlays[0], target)
+    res = predict_to_folder([src], out, model=ckpts["mlp"], progress=False, resume=True)
+    assert len(res.rows) == 2 and is_overlay(target)

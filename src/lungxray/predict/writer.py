@@ -208,6 +208,16 @@ def _predict_to_folder(
         raise ConfigError(f"{clobbered[0]} is one of the inputs and would be replaced by an output; "
                           "choose an out= folder that holds no input image")
     existing = [t for t in targets if t.exists()]
+    if resuming and overlays:
+        # An interrupted run's overlays of inputs it had not listed yet are redone; a file of the user's that only
+        # has the name of a new overlay is not lungxray's to replace.
+        from ..report.overlay import is_overlay
+
+        new_overlays = [out / names[f.path] for f in files]
+        foreign = [t for t in new_overlays if t.exists() and not is_overlay(t)]
+        if foreign:
+            raise ConfigError(f"{foreign[0]} exists and is not an overlay lungxray drew; resume=True would replace it "
+                              "with the overlay of a new input: move it, or use another out=")
     if existing and not overwrite and not resuming:
         hint = ("(resume=True found no predictions.csv there to continue) " if resume
                 else "resume=True to continue them, ")

@@ -96,8 +96,23 @@ def render_overlay(result: "PredictionResult", classes: Sequence[str], model_lab
     footer = FOOTER + (f"  \u00b7  model: {model_label}" if model_label else "")
     fig.text(0.5, 0.1 / height, footer, ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": OVERLAY_SOFTWARE})
     return buf.getvalue()
+
+
+OVERLAY_SOFTWARE = "lungxray prediction overlay"
+"""The PNG `Software` text every overlay carries: `predict --resume` replaces only files that have it."""
+
+
+def is_overlay(path: str | Path) -> bool:
+    """Whether `path` is a PNG that lungxray drew as an overlay (its `Software` text), not someone else's file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == OVERLAY_SOFTWARE
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def write_overlay(path: str | Path, result: "PredictionResult", classes: Sequence[str], model_label: str = "") -> Path:
