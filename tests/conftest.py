@@ -20,11 +20,12 @@ def sample_dir() -> Path:
 
 class StandInSegmenter:
     """Follows lungxray's one segmenter protocol, `predict(images, size=None) -> list of bool masks`, without
-    weights: every mask is a centred ellipse (`shape="ellipse"`) or the image's left half (`"left-half"`, easy to
-    tell from a provided mask). Counts the calls and the images it was given."""
+    weights: every mask is a centred ellipse (`shape="ellipse"`), the image's left half (`"left-half"`, easy to
+    tell from a provided mask) or the ellipse's non-black pixels (`"bright-ellipse"`: an ellipse mostly blacked out gives
+    an empty mask, as the real U-Net finds no lungs where they were blacked out). Counts the calls and the images."""
 
     def __init__(self, shape: str = "ellipse"):
-        if shape not in ("ellipse", "left-half"):
+        if shape not in ("ellipse", "left-half", "bright-ellipse"):
             raise ValueError(shape)
         self.shape, self.calls, self.images = shape, 0, 0
 
@@ -42,6 +43,14 @@ class StandInSegmenter:
             else:
                 yy, xx = np.mgrid[:h, :w]
                 m = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1
+                if self.shape == "bright-ellipse":
+                    pixels = np.asarray(im, np.float32)
+                    if pixels.shape != (h, w):
+                        from lungxray.data.io import resize_image
+
+                        pixels = resize_image(pixels, (h, w))
+                    bright = m & (pixels > 0.02)
+                    m = bright if bright.sum() > m.sum() / 2 else np.zeros_like(m)  # mostly black: no lungs
             out.append(m)
         return out
 

@@ -30,3 +30,18 @@ def test_by_class_rows_cover_each_class_once_and_sum_to_one(tmp_path, monkeypatc
         shares = [float(v.rstrip("%")) for v in r[-3:]]
         assert abs(sum(shares) - 100.0) < 0.2
     assert sum(int(r[-4]) for r in rows) == n_test
+
+
+def test_the_films_where_the_pipeline_finds_no_lungs_are_counted(tmp_path, monkeypatch, capsys, stand_in_segmenter,
+                                                                 untrained_checkpoint):
+    """For a lung-only model the blacked-out film has no lungs left to find: the tool says how often."""
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    seg = stand_in_segmenter("bright-ellipse")
+    monkeypatch.setattr(blackout.Segmenter, "load", classmethod(lambda cls, *a, **k: seg))
+    weights = untrained_checkpoint(tmp_path / "m", masks="predicted")
+    blackout.main(["--model", str(weights), "--data", str(SAMPLE), "--split", str(tmp_path / "split.csv"),
+                   "--subset", "test"])
+    out = capsys.readouterr().out
+    assert "no lungs found" in out.splitlines()[1]  # the header names the column
+    whole, blacked = [ln.split() for ln in out.splitlines() if ln.startswith(weights.name)]
+    assert whole[-1] == "0.0%" and blacked[-1] == "100.0%"

@@ -2,7 +2,8 @@
 
     python tools/out_of_scope.py --model runs/lungs [--model ANOTHER ...] [--data ../shared/data/covid-qu-ex-lungs]
 
-For each model, over the Train + Val folders: the share of Non-COVID films called COVID, called COVID with
+For each model, over the Train + Val folders (`--folders Val` for the films the shipped lung U-Net did not train
+on: it learnt from COVID-QU-Ex `Train`'s masks, so those films get masks from a segmenter that saw them): the share of Non-COVID films called COVID, called COVID with
 probability > 0.9, and flagged by the out-of-distribution guard. The same figures for COVID-QU-Ex's own COVID-19
 and Normal films (256 px crops from the same pipeline) show whether the crop itself pushes a model one way: a
 model that had learnt "this crop means not COVID" would also lose its COVID-19 films here.
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True, help="run folder or .safetensors (repeatable)")
     ap.add_argument("--data", default="../shared/data/covid-qu-ex-lungs")
+    ap.add_argument("--folders", nargs="+", default=["Train", "Val"], choices=("Train", "Val"),
+                    help="which COVID-QU-Ex folders to score [Train Val]")
     args = ap.parse_args(argv)
     root = Path(args.data)
     print(f"{'model':<28} {'films':<10} {'n':>4} {'called COVID':>12} {'COVID p>0.9':>11} {'OOD flagged':>11} "
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.model:
         pred = Predictor.load(model)
         for group in GROUPS:
-            files = sorted(p for split in ("Train", "Val") for p in (root / split / group / "images").glob("*.png"))
+            files = sorted(p for split in args.folders for p in (root / split / group / "images").glob("*.png"))
             res = list(pred.predict_paths(files, batch_size=32))
             n = len(res)
             covid = sum(r.prediction == "COVID" for r in res)

@@ -113,7 +113,10 @@ def audit_run(
         if masked:
             variants = {"model_input": lung_view(x, m, view), "lungs_removed": lung_view(x, m, view, mode="remove"),
                         "lung_texture_removed": lung_view(x, m, view, mode="flat")}
-            frame_mask = lung_view(m, m, view)  # the (grown, cropped) mask in the model's frame
+            # The lung mask as predicted (not grown), cropped into the model's frame: lung_view grows only the mask
+            # it is given, so multiplying the mask by its grown self leaves the ungrown one. Grad-CAM mass is measured
+            # inside the lungs themselves, not inside the 4 px rim the model also sees.
+            frame_mask = lung_view(m, m, view)
         else:
             variants = {"full": x, "lungs_only": x * m, "lungs_removed": x * (1 - m)}
             frame_mask = m
