@@ -74,3 +74,4 @@ def test_the_schedule_counts_only_the_steps_ranks_take():
     assert steps_in_epoch(10, 4) == 3  # one process: the tail of 2 is a step
     assert steps_in_epoch(10, 4, world=3) == 2  # three ranks: a tail of 2 is skipped, so it is no step
     assert steps_in_epoch(11, 4, world=3) == 3 and steps_in_epoch(8, 4, world=2) == 2
+    assert steps_in_epoch(10, 2, world=3) == 0  # batches smaller than the ranks: the loop skips every one

@@ -158,6 +158,12 @@ def test_a_run_lists_what_it_saw_and_evaluate_says_when_scored_images_are_among_
         rows = list(csv.DictReader(fh))
     for name in ("train", "val"):  # by content: identical files (the sample has some) are one entry
         assert seen[name] == {file_digest(sample_dir / r["path"])[:16] for r in rows if r["split"] == name}
+    from lungxray.seen import write_seen_for_run
+
+    written = (run / "seen.json").read_text()
+    (run / "seen.json").unlink()
+    write_seen_for_run(run, sample_dir, progress=False)  # for runs from before train wrote one: the same list
+    assert (run / "seen.json").read_text() == written
     clean = evaluate_run(run, sample_dir, n_bootstrap=0, progress=False)
     assert clean["seen_by_model"] == {**clean["seen_by_model"], "checked": True, "images": 0}  # test is held out
     # Copies of training files under other names, in a folder scored as "test": found by content.

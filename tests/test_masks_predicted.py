@@ -136,12 +136,34 @@ def test_resume_refuses_masks_from_another_lung_u_net(fake_segmenter, tmp_path):
     from lungxray.errors import ConfigError
 
     weights = seg_inf.default_segmenter_path()
+    weights.with_suffix(".json").write_text(json.dumps({"threshold": 0.5}))
     split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
     cfg = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "masks": "predicted"})
     run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
     more = load_config(None, {"model": "cnn", "image_size": 32, "epochs": 2, "batch_size": 8, "masks": "predicted"})
+    weights.with_suffix(".json").write_text(json.dumps({"threshold": 0.6}))  # the same weights, other masks
+    segmented = fake_segmenter.images
+    with pytest.raises(ConfigError, match="another lung U-Net"):
+        train(more, SAMPLE, run, resume=True, progress=False)
+    assert fake_segmenter.images == segmented  # refused before re-segmenting the data set
     weights.write_bytes(b"an updated lung U-Net")
     with pytest.raises(ConfigError, match="another lung U-Net"):
         train(more, SAMPLE, run, resume=True, progress=False)
     train(more, SAMPLE, run, resume=True, progress=False, force=True)  # said out loud, it continues
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+
+
+def test_the_mask_cache_is_redrawn_when_the_u_nets_mask_settings_change(fake_segmenter, tmp_path):
+    weights = seg_inf.default_segmenter_path()
+    weights.with_suffix(".json").write_text(json.dumps({"threshold": 0.5}))
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted",
+               cache_dir=tmp_path / "cache")
+    first = fake_segmenter.images
+    load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted",
+               cache_dir=tmp_path / "cache")
+    assert fake_segmenter.images == first  # cached
+    weights.with_suffix(".json").write_text(json.dumps({"threshold": 0.6, "training": {"note": "x"}}))
+    load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted",
+               cache_dir=tmp_path / "cache")
+    assert fake_segmenter.images == 2 * first  # drawn again, not the old masks

@@ -67,5 +67,9 @@ def test_the_list_of_seen_images_ships_with_its_model_and_never_outlives_it(untr
     shipped = dest.with_name("classifier.seen.json")
     assert shipped in written and shipped == seen_path(dest.with_suffix(".safetensors"))
     assert read_seen(shipped)["train"] == {"ab" * 8}
+    shipped.with_name("classifier.json").unlink()
+    dest.with_suffix(".safetensors").unlink()
+    with pytest.raises(CheckpointError, match="classifier.seen.json exists"):  # a shipped file, never replaced silently
+        ship_checkpoint(b, dest)
     ship_checkpoint(b, dest, overwrite=True)
     assert not shipped.exists()  # A's list says nothing about B

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .data.io import _pil_to_float, check_bit_depth
+from .data.io import PIL_READ_ERRORS, _pil_to_float, check_bit_depth
 from .data.limits import check_dims
 from .errors import ImageReadError
 from .predict import PredictionResult, Predictor
@@ -100,10 +100,13 @@ def _from_pil(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | Non
 
         rgb = _rgb_thumbnail(np.asarray(img.convert("RGB"))) if img.mode in COLOUR_MODES else None
         return _pil_to_float(img, name), rgb
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AssertionError, SyntaxError, EOFError) as exc:
-        # a truncated or damaged lazy image (Pillow raises SyntaxError for a broken PNG chunk while loading), a mode
-        # Pillow cannot convert (LAB, La...): the same list the file reader turns into a clear error
+    except PIL_READ_ERRORS as exc:  # a truncated or damaged lazy image, a mode Pillow cannot convert (LAB, La...)
         raise ImageReadError(f"{name}: cannot read this PIL image (mode {img.mode}): {type(exc).__name__}: {exc}") from None
+
+
+def _as_path(x: Any) -> Any:
+    """Any os.PathLike (os.DirEntry, py.path.local...) as a str path; everything else as it is."""
+    return os.fspath(x) if isinstance(x, os.PathLike) and not isinstance(x, Path) else x
 
 
 class Model:
@@ -134,8 +137,7 @@ class Model:
         return self._one(x, cam, "<array>")
 
     def _one(self, x: Any, cam: bool, name: str) -> PredictionResult:
-        if isinstance(x, os.PathLike) and not isinstance(x, Path):  # os.DirEntry, py.path.local, ...
-            x = os.fspath(x)
+        x = _as_path(x)
         if isinstance(x, (str, Path)):
             if os.path.isdir(x):  # (Path.is_dir raises on names too long for the OS; this says False)
                 raise ImageReadError(f"{x}: is a folder; predict takes one file (or a list of files). For a folder, "
@@ -180,8 +182,7 @@ def segment(x: Any) -> np.ndarray | list[np.ndarray]:
     items: Sequence[Any] = x if isinstance(x, (list, tuple)) else [x]
     images = []
     for i, item in enumerate(items):
-        if isinstance(item, os.PathLike) and not isinstance(item, Path):
-            item = os.fspath(item)
+        item = _as_path(item)
         if isinstance(item, (str, Path)):
             from .data.io import read_image
 

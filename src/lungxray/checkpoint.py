@@ -189,7 +189,7 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     """Copy a run's checkpoint (weights, metadata, OOD statistics and the list of images it saw, `seen.json`) to
     `dest_stem`.{safetensors,json,ood.safetensors,seen.json}.
 
-    This is how the package's default model is replaced: one command, the same three files. Everything is read,
+    This is how the package's default model is replaced: one command, the same four files. Everything is read,
     converted and checked before the first file is written; a shipped OOD file that the new checkpoint has no
     counterpart for is removed (it describes the previous model's features), never left beside the new weights.
     """
@@ -198,8 +198,11 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     from .ood import guard_path
 
     dest = Path(dest_stem)
+    from .seen import seen_path
+
     ood, dest_ood = guard_path(weights), guard_path(dest.with_suffix(".safetensors"))
-    targets = [dest.with_suffix(".safetensors"), dest.with_suffix(".json"), dest_ood]
+    seen, dest_seen = seen_path(weights), seen_path(dest.with_suffix(".safetensors"))
+    targets = [dest.with_suffix(".safetensors"), dest.with_suffix(".json"), dest_ood, dest_seen]
     existing = [d for d in targets if d.exists()]
     if existing and not overwrite:
         raise CheckpointError(f"{existing[0]} exists; pass overwrite=True to replace the shipped model")
@@ -219,13 +222,13 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     stale_ood = not ood.is_file() and dest_ood.exists()
     if stale_ood:  # first: an interruption below must not leave it beside the new weights
         dest_ood.unlink()
-    from .seen import seen_path
-
-    seen, dest_seen = seen_path(weights), seen_path(dest.with_suffix(".safetensors"))
     if seen.is_file():
         files.append((dest_seen, seen.read_bytes()))
     elif dest_seen.exists():  # the previous model's list says nothing about this one
         dest_seen.unlink()
+        log.warning("%s has no list of the images it trained on (%s, written by train since lungxray recorded one): "
+                    "the shipped model's was removed, not kept; `evaluate` cannot say which images it saw until "
+                    "`lungxray.seen.write_seen_for_run` writes one", weights, seen.name)
     for dst, blob in files:
         atomic_write_bytes(dst, blob)
     if stale_ood:

@@ -90,11 +90,13 @@ def evaluate_run(
     idx = data_split.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
-    if split_csv and (run / "split.csv").is_file() and manifest.resolve() != (run / "split.csv").resolve():
-        _warn_if_trained_on(run / "split.csv", [data_split.rows[i].path for i in idx], manifest, split)
     overlap = _seen_overlap(run, which, data_split, idx)
     if overlap["images"]:
         log.warning("%s", describe_overlap(overlap, split))
+    elif not overlap["checked"] and split_csv and (run / "split.csv").is_file() \
+            and manifest.resolve() != (run / "split.csv").resolve():
+        # A run from before seen.json: its own split, by path, is all there is to check against.
+        _warn_if_trained_on(run / "split.csv", [data_split.rows[i].path for i in idx], manifest, split)
     check_masks(data_split, idx, masks)
     logits = predict_logits(model, data_split, idx, masks, batch_size, view=LungView.from_meta(meta), progress=progress,
                             desc=f"scoring {split}")
@@ -169,8 +171,8 @@ def _seen_overlap(run: Path, which: str, data_split, idx) -> dict:
 
 
 def _warn_if_trained_on(own: Path, paths: list[str], manifest: Path, split: str) -> None:
-    """Warn when images scored from another manifest were in the run's own training or validation split (by
-    dataset-relative path: copies under other names are the split detector's job, not caught here)."""
+    """Warn when images scored from another manifest were in the run's own training or validation split, by
+    dataset-relative path: for runs without a seen-image list (`seen.py`), which also finds renamed copies."""
     from .data.split import read_manifest
 
     seen = {r.path: r.split for r in read_manifest(own) if r.split in ("train", "val")}

@@ -33,19 +33,19 @@ _RUNTIME_KEYS = ("threads", "device")
 
 
 def _check_reusable(run: Path, cfg, manifest: Path) -> None:
-    """Refuse to report a finished run that was trained with other settings or on another split than asked now."""
+    """Refuse to report (or resume) a run that was trained with other settings or on another split than asked now."""
     ran, want = read_json(run / "config.json"), cfg.to_dict()
     changed = sorted(k for k in set(ran) | set(want) if k not in _RUNTIME_KEYS and ran.get(k) != want.get(k))
     if changed:
-        raise ConfigError(f"{run}: finished with other settings than asked now ({', '.join(changed[:5])}); give "
-                          "another out= (--out) for the new settings, or remove that run folder to retrain it")
+        raise ConfigError(f"{run}: trained with other settings than asked now ({', '.join(changed[:5])}); give "
+                          "another out= for the new settings, or remove that run folder to retrain it")
 
     def key(path: Path) -> set[tuple[str, str, str]]:
         return {(r.path, r.label, r.split) for r in read_manifest(path)}
 
     if key(run / "split.csv") != key(manifest):
-        raise ConfigError(f"{run}: finished on another split than {manifest}; the comparison needs one shared split: "
-                          "give another out= (--out), or remove that run folder to retrain it")
+        raise ConfigError(f"{run}: trained on another split than {manifest}; the comparison needs one shared split: "
+                          "give another out=, or remove that run folder to retrain it")
 
 
 def run_experiments(
@@ -98,7 +98,7 @@ def run_experiments(
         run = out / name
         cfg = load_config(path, overrides)
         metrics_path = run / "eval-test" / "metrics.json"
-        if (run / "summary.json").is_file():
+        if (run / "config.json").is_file() and (run / "split.csv").is_file():  # finished or to be resumed
             _check_reusable(run, cfg, manifest)
         if not metrics_path.is_file():
             if not (run / "summary.json").is_file():

@@ -171,8 +171,8 @@ def export_all(run: str | Path, out: str | Path, segmentation: bool = False,
         the written .onnx paths (each has its .json beside it).
     """
     if segmentation_weights is not None and not segmentation:
-        raise ConfigError("segmentation_weights (--segmentation-weights) is only used with segmentation=True "
-                          "(--segmentation): add it to export the lung U-Net too, or leave the weights out")
+        raise ConfigError("segmentation_weights= is only used with segmentation=True: add it to export the lung U-Net "
+                          "too, or leave the weights out")
     targets = [_check_out(out, overwrite)]
     resolve_checkpoint(run, which)
     if segmentation:

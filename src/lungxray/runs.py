@@ -60,7 +60,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
 
     Overwrite replaces a run folder only: a non-empty folder without any of `RUN_MARKERS` (someone's data, a project
     folder) is refused, and so is one that holds any of `inputs` (the run's data, split or validation folders).
-    With `check_only`, every refusal is raised but nothing is deleted or created (for a check before slow work).
+    With `check_only` (for a new run, before slow work), every refusal is raised but nothing is deleted or created.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder: choose another out=")
@@ -69,8 +69,6 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             if not (out / STATE).is_file():
                 raise ConfigError(f"{out}: nothing to resume (no {STATE}: it stopped before training began); "
                                   "start it again with overwrite=True")
-            if check_only:
-                return
             # Temporary files of writes cut short by a crash (never visible under a final name).
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)

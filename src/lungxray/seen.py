@@ -40,6 +40,12 @@ def write_seen(path: str | Path, digests: dict[str, Sequence[str | None]]) -> Pa
                              **{name: sorted({d[:DIGEST_CHARS] for d in ds if d}) for name, ds in digests.items()}})
 
 
+def write_seen_for_split(path: str | Path, split) -> Path:
+    """Write the digests of a loaded split's (`data.api.SplitData`) training and validation images."""
+    digests = split.prepared.digests
+    return write_seen(path, {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")})
+
+
 def read_seen(path: str | Path) -> dict[str, set[str]] | None:
     """The seen-image digests by split, or None when there is no (readable) list."""
     p = Path(path)
@@ -60,15 +66,14 @@ def seen_overlap(seen: dict[str, set[str]], digests: Sequence[str | None], paths
     """How many of the scored images (their full digests and paths) the model saw, by split, with examples."""
     by_split: dict[str, int] = {}
     examples: list[str] = []
+    n = 0
     for d, path in zip(digests, paths):
-        if not d:
-            continue
-        where = [name for name, ds in seen.items() if d[:DIGEST_CHARS] in ds]
+        where = [name for name, ds in seen.items() if d and d[:DIGEST_CHARS] in ds]
         for name in where:
             by_split[name] = by_split.get(name, 0) + 1
+        n += bool(where)
         if where and len(examples) < 3:
             examples.append(path)
-    n = sum(1 for d in digests if d and any(d[:DIGEST_CHARS] in ds for ds in seen.values()))
     return {"images": n, "of": len(paths), "by_split": by_split, "examples": examples}
 
 
@@ -93,5 +98,4 @@ def write_seen_for_run(run: str | Path, data: str | Path, cache_dir: str | Path 
     meta = read_json(run / "best.json") if (run / "best.json").is_file() else {}
     size = tuple(meta.get("image_size", (256, 256)))
     split = load_split(data, run / "split.csv", meta.get("classes"), size, cache_dir=cache_dir, progress=progress)
-    digests = split.prepared.digests
-    return write_seen(run / RUN_FILE, {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")})
+    return write_seen_for_split(run / RUN_FILE, split)

@@ -169,8 +169,16 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
             raise ConfigError(f"{out}: its {saved.scheduler} learning-rate schedule was laid out for {saved.epochs} "
                               f"epochs and cannot be stretched to {epochs} on resume (the rate would jump or the "
                               f"schedule end early); resume with epochs={saved.epochs}, or start a new run")
-        cfg = TrainConfig(**{**saved.to_dict(), "epochs": epochs}).validate()
+        resumed = {**saved.to_dict(), "epochs": epochs}
+        if resumed["optimizer"] == "adam" and resumed["weight_decay"]:
+            # Adam never applied it (a run from before lungxray refused the pair): keep training as it did.
+            log.warning("the run's config has weight_decay = %s with optimizer \"adam\", which never applied it; "
+                        "resuming without it, as it trained", resumed["weight_decay"])
+            resumed["weight_decay"] = 0.0
+        cfg = TrainConfig(**resumed).validate()
         split_csv = out / "split.csv"
+        if cfg.masks == "predicted":  # before the split loads: another U-Net would first re-segment every image
+            _check_resumed_segmenter(state, out, force)
     if split is None:
         _set_threads(cfg, ctx)
         split = _load_checked(cfg, data, split_csv, cache_dir, progress)
@@ -184,10 +192,9 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if ctx.is_main:
         if not resume:
             write_manifest(out / "split.csv", split.rows)
-            from .seen import RUN_FILE, write_seen
+            from .seen import RUN_FILE, write_seen_for_split
 
-            digests = split.prepared.digests
-            write_seen(out / RUN_FILE, {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")})
+            write_seen_for_split(out / RUN_FILE, split)
         write_json(out / "config.json", cfg.to_dict())  # on resume: the settings it now runs with (epochs)
 
     device = resolve_device(cfg.device)
@@ -210,12 +217,6 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
             segmenter = segmenter_record()
             check_segmenter_split(segmenter, manifest_fingerprint(split.rows))
-            was = ((state or {}).get("segmenter") or {}).get("sha256")
-            if was and was != segmenter["sha256"] and not force:
-                raise ConfigError(f"{out}: its masks came from another lung U-Net (sha256 {was[:12]}...) than the one "
-                                  f"installed now ({segmenter['sha256'][:12]}...); resuming would train its last epochs "
-                                  "on other masks. Resume with the lungxray version it started with, start a new run, "
-                                  "or pass force=True to continue anyway")
         if cfg.freeze and not cfg.pretrained:
             log.warning("freeze=%s without pretrained weights: those parts stay at their random start", cfg.freeze)
         frozen = freeze_parts(model, cfg.freeze)
@@ -307,7 +308,7 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
                 # Progressive resizing: only the training forward passes of the early epochs take smaller images.
                 model.strict_input_size = ep.number > cfg.low_res_epochs
                 for idx in ep.batches(train_idx):
-                    if len(idx) < ctx.world:
+                    if not batch_takes_a_step(len(idx), ctx.world):
                         continue  # a tail too short to give every rank an image
                     # Built on the training device (on a GPU the lung view, augmentation and resizing run there); the
                     # draws still come from the epoch's CPU generator, so either device draws the same augmentation.
@@ -389,11 +390,28 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
     return out
 
 
+def _check_resumed_segmenter(state: dict, out: Path, force: bool) -> None:
+    """Refuse to resume a predicted-mask run with another lung U-Net (weights or mask settings) than it started with."""
+    from .models.pretrained import segmenter_record
+
+    was, now = state.get("segmenter") or {}, segmenter_record()
+    key = "identity" if was.get("identity") else "sha256"  # states from before the identity was recorded
+    if was.get(key) and was[key] != now[key] and not force:
+        raise ConfigError(f"{out}: its masks came from another lung U-Net ({key} {was[key][:12]}...) than the one "
+                          f"installed now ({now[key][:12]}...); resuming would train its last epochs on other masks. "
+                          "Resume with the lungxray version it started with, start a new run, or pass force=True to "
+                          "continue anyway")
+
+
 def steps_in_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
-    """Optimizer steps one epoch takes: a tail batch too short to give every rank an image is skipped by the epoch
-    loop, so it is not counted (or a one-cycle schedule would never reach its last steps under DDP)."""
-    full, tail = divmod(n_train, batch_size)
-    return full + (1 if tail >= world else 0)
+    """Optimizer steps one epoch takes: the epoch loop skips a batch too short to give every rank an image
+    (`batch_takes_a_step`), so it is not counted (or a one-cycle schedule would never reach its last steps)."""
+    return sum(batch_takes_a_step(min(batch_size, n_train - start), world) for start in range(0, n_train, batch_size))
+
+
+def batch_takes_a_step(n_images: int, world: int) -> bool:
+    """Whether a batch of `n_images` is trained on: every rank needs at least one image."""
+    return n_images >= world
 
 
 def _set_threads(cfg: TrainConfig, ctx: DistContext) -> None:

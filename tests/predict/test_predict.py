@@ -465,7 +465,7 @@ def test_resume_with_other_mask_settings_is_refused(ckpts, tmp_path):
                       overlays=False, progress=False)
     before = (out / "predictions.csv").read_text()
     shutil.copy(VP / "Viral Pneumonia-5.png", src)
-    with pytest.raises(ConfigError, match="was made with masks 'provided', now 'predicted'"):
+    with pytest.raises(ConfigError, match="was made with masks=provided, now masks=predicted"):
         predict_to_folder([src], out, model=ckpts["masked"], masks="predicted", overlays=False, progress=False,
                           resume=True)
     assert (out / "predictions.csv").read_text() == before

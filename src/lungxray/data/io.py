@@ -130,6 +130,11 @@ def _open_pil(path: str | Path | BinaryIO, label: str | None = None) -> Image.Im
         raise ImageReadError(f"{path_label}: corrupt or truncated image ({exc})") from None
 
 
+PIL_READ_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, AssertionError, SyntaxError, EOFError)
+"""What Pillow raises, loading or converting a damaged image that still opened (a broken PNG chunk: SyntaxError; a
+palette image without a palette: AssertionError): the file's fault, reported as an ImageReadError."""
+
+
 @contextmanager
 def _converting(path: str | Path):
     """PIL's mode conversions fail in internal ways on damaged files that still open (a palette image without
@@ -138,7 +143,7 @@ def _converting(path: str | Path):
         yield
     except ImageReadError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AssertionError, SyntaxError, EOFError) as exc:
+    except PIL_READ_ERRORS as exc:
         raise ImageReadError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
 
 

@@ -9,8 +9,8 @@ SOURCE is either a local file or folder, `imagenet`, `segmenter`, `lung-encoder`
 - `segmenter`: the shipped lung U-Net (`weights/lung-unet.safetensors`), for `lungenc`, whose encoder has the
   U-Net's layout: the U-Net's nested encoder names (`net.model.1.submodule.0.conv...`) become `encoder.K...`
   and its decoder is left out. The same goes for a `lungxray segment train` run folder. A U-Net never sees a
-  class label, but it may have seen the classifier's validation or test images. The shipped one (since session 14)
-  left out those of the default split and their copies; on another split, train one with
+  class label, but it may have seen the classifier's validation or test images. The shipped one left out those of
+  the default split and their copies; on another split, train one with
   `segment train --exclude-split MANIFEST` and start from that run; `check_split` warns otherwise;
 - `lung-encoder`: such a U-Net's encoder, shipped (`weights/lung-encoder.safetensors`, fp16, written by
   `export_unet_encoder` from the clean U-Net of docs/SEGMENTATION.md, trained on COVID-QU-Ex and the default
@@ -217,7 +217,7 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
     info = report["segmenter_split"]
     if not info:
         log.warning("pretrained=%s: this lung U-Net was trained without --exclude-split, so it may have seen images "
-                    "that this classifier validates or tests on (the one shipped until session 13 did); for figures to report, train "
+                    "that this classifier validates or tests on (an earlier shipped U-Net did); for figures to report, train "
                     "one with `lungxray segment train --exclude-split SPLIT.csv` and start from it", report["source"])
     elif not info.get("fingerprint"):
         log.warning("pretrained=%s: this lung U-Net left out the validation and test images of %s, but its metadata "
@@ -233,8 +233,11 @@ def segmenter_record() -> dict:
     what it left out by `--exclude-split`), so that a mismatch with the segmenter at prediction time can be told."""
     from ..segment.inference import default_segmenter_path
 
+    from ..segment.inference import segmenter_identity
+
     path = default_segmenter_path()
-    return {"file": path.name, "sha256": _sha256(path), "segmenter_split": segmenter_split(path)}
+    return {"file": path.name, "sha256": _sha256(path), "identity": segmenter_identity(path),
+            "segmenter_split": segmenter_split(path)}
 
 
 def _sha256(path: Path) -> str:

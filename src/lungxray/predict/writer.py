@@ -86,8 +86,8 @@ def _check_resume_settings(old: dict, now: dict, old_cwd: str | None, json_path:
         if key == "mask_dir" and was:
             was = str((Path(old_cwd) if old_cwd else Path.cwd()).joinpath(was).resolve())
         if was != now[key]:
-            raise ConfigError(f"{json_path} was made with {key} {old[key]!r}, now {now[key]!r}; resume=True continues "
-                              "with the same settings: give those again, or use another out= for the new ones")
+            raise ConfigError(f"{json_path} was made with {key}={old[key]}, now {key}={now[key]}; resume=True "
+                              "continues with the same settings: give those again, or use another out= for the new ones")
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
