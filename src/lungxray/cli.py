@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -388,6 +389,7 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     predictor = None
     if runtime != "torch":
         predictor = Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam, runtime=runtime)
+    started = time.time()
     try:
         res = predict_to_folder(
             paths, out, model, masks=masks, mask_dir=mask_dir, cam=cam, batch_size=batch_size, overwrite=overwrite,
@@ -395,11 +397,12 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
             resume=resume, workers=workers,
         )
     except KeyboardInterrupt:
-        if (Path(out) / "predictions.csv").is_file():
+        saved = Path(out) / "predictions.csv"
+        if saved.is_file() and saved.stat().st_mtime >= started - 1:  # this run's rows, not an earlier run's file
             click.echo(f"\ninterrupted; the predictions made so far are in {out}/predictions.csv. Continue with the same "
                        "command plus --resume", err=True)
         else:
-            click.echo("\ninterrupted before any prediction was saved; nothing was written", err=True)
+            click.echo("\ninterrupted before any prediction of this run was saved", err=True)
         raise SystemExit(130)
     new = res.rows[res.resumed:]
     names = [r["name"] if len(r["name"]) <= 50 else "..." + r["name"][-47:] for r in new]

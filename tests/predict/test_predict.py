@@ -488,3 +488,27 @@ def test_resume_redoes_its_own_overlays_but_never_replaces_a_users_file(ckpts, t
     shutil.copy(first.overlays[0], target)
     res = predict_to_folder([src], out, model=ckpts["mlp"], progress=False, resume=True)
     assert len(res.rows) == 2 and is_overlay(target)
+
+
+def test_ctrl_c_says_whether_this_run_saved_anything(run, tmp_path, monkeypatch):
+    import os
+
+    import lungxray.predict as predict_pkg
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / "predictions.csv"
+    old.write_text("an earlier run's table\n")
+    os.utime(old, (0, 0))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_pkg, "predict_to_folder", interrupted)
+    args = ["predict", str(VP / "Viral Pneumonia-4.png"), "--model", str(run), "--out", str(out), "--overwrite"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 130 and "before any prediction of this run was saved" in res.output
+    old.write_text("this run's rows\n")  # written now, as a run's periodic save would be
+
+    res = CliRunner().invoke(main, args)
+    assert "the predictions made so far are in" in res.output and "--resume" in res.output
