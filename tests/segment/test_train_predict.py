@@ -227,8 +227,11 @@ def test_exclude_split_data_also_leaves_out_copies_of_held_images_under_other_na
 
     with pytest.raises(ConfigError, match="give that too"):
         _tiny(image_size=128, exclude_split_data=str(SAMPLE))
-    with pytest.raises(ConfigError, match="image_size >= 128"):
-        _tiny(exclude_split=str(manifest), exclude_split_data=str(SAMPLE))
+    # A U-Net trained on smaller images is checked for copies at the detector's size: the same two are found.
+    small = train_segmenter(_tiny(holdout_frac=0.0, exclude_split=str(manifest), exclude_split_data=str(SAMPLE)),
+                            [VP, other], tmp_path / "small", progress=False)
+    small_meta = json.loads((small / "best.json").read_text())["training"]
+    assert small_meta["excluded_by_split"]["copies"] == {vp: 1, oth: 1} and small_meta["train_pairs"] == len(names) - 1
     with pytest.raises(ConfigError, match="val/test images are missing or unreadable there"):
         train_segmenter(_tiny(image_size=128, exclude_split=str(manifest), exclude_split_data=str(other)), [VP],
                         tmp_path / "wrong-root", progress=False)

@@ -100,9 +100,6 @@ class SegTrainConfig:
             raise ConfigError(f"exclude_split={self.exclude_split}: no such split manifest (make one with `lungxray data split`)")
         if self.exclude_split_data and not self.exclude_split:
             raise ConfigError("exclude_split_data names the dataset of an exclude_split manifest: give that too")
-        if self.exclude_split_data and self.image_size < MIN_SIDE:
-            raise ConfigError(f"exclude_split_data finds copies by their fine detail, which needs image_size >= "
-                              f"{MIN_SIDE} (got {self.image_size})")
         if self.exclude_split_data and not Path(self.exclude_split_data).is_dir():
             raise ConfigError(f"exclude_split_data={self.exclude_split_data}: no such folder (the dataset the split "
                               "manifest's paths are relative to)")
@@ -233,7 +230,15 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
     if cfg.max_pairs:
         pairs = pairs[: cfg.max_pairs]
     ps = load_pairs(pairs, size, progress, desc=f"reading {name}")
-    copies = exclusion.copies_in(ps) if exclusion is not None else []
+    copies = []
+    if exclusion is not None and exclusion.held_images is not None:
+        # The copy detector compares fine detail, which needs MIN_SIDE px: a U-Net trained on smaller images is
+        # checked on a second read of the same pairs at that size (the indices line up: the same files, in order).
+        probe = ps if min(size) >= MIN_SIDE else load_pairs(ps.pairs, (MIN_SIDE, MIN_SIDE), progress,
+                                                           desc=f"checking {name} for copies")
+        if len(probe) != len(ps):
+            raise ConfigError(f"{path}: a pair became unreadable while it was checked for copies; run again")
+        copies = exclusion.copies_in(probe)
     if copies_out is not None and exclusion is not None and exclusion.held_images is not None:
         copies_out[name] = copies_out.get(name, 0) + len(copies)
     if copies:
