@@ -32,7 +32,7 @@ def test_inspect_prints_classes_and_near_duplicates(runner: CliRunner, sample_di
     for cls in ("COVID", "Normal", "Viral Pneumonia"):
         assert any(line.startswith(cls + " ") for line in out.splitlines()), f"{cls} row missing:\n{out}"
     assert "images: 30" in out
-    assert "copies of one radiograph (re-exports included; detail similarity >= 0.68, or dHashes within 4 bits): 8 images in 4 groups, 4 pairs" in out
+    assert "copies of one radiograph (re-exports included; detail similarity >= 0.68, or dHashes within 4 bits): 8 images in 4 groups, 4 pairs (3 identical in detail" in out
     assert "COVID-1126.png" in out and "COVID-90.png" in out
     assert "Traceback" not in out
 

@@ -77,7 +77,7 @@ def _print_inspection(rep: dict) -> None:
         f"copies of one radiograph (re-exports included; detail similarity >= {nd['min_detail_similarity']}, "
         f"or dHashes within {nd['max_distance_bits']} bits): "
         f"{nd['images']} images in {nd['groups']} groups, "
-        f"{nd['pairs']} pairs ({nd['identical_pairs']} identical, {nd['cross_class_pairs']} across classes)"
+        f"{nd['pairs']} pairs ({nd['identical_pairs']} identical in detail, {nd['cross_class_pairs']} across classes)"
     )
     for ex in nd["examples"]:
         click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  (similarity {ex['similarity']:.3f})")
