@@ -75,3 +75,19 @@ def test_the_schedule_counts_only_the_steps_ranks_take():
     assert steps_in_epoch(10, 4, world=3) == 2  # three ranks: a tail of 2 is skipped, so it is no step
     assert steps_in_epoch(11, 4, world=3) == 3 and steps_in_epoch(8, 4, world=2) == 2
     assert steps_in_epoch(10, 2, world=3) == 0  # batches smaller than the ranks: the loop skips every one
+
+
+def test_under_ddp_the_one_cycle_schedule_ends_where_it_should(tmp_path):
+    """With a tail batch too short for both ranks, the schedule counts only the steps taken, so it reaches its end."""
+    split_dataset(SAMPLE, tmp_path / "split.csv", seed=0, progress=False)
+    with open(tmp_path / "split.csv", newline="") as fh:
+        n_train = sum(r["split"] == "train" for r in csv.DictReader(fh))
+    batch = next(b for b in range(3, n_train) if n_train % b == 1)  # a tail of one image: skipped with two ranks
+    cmd = [sys.executable, "-m", "lungxray", "train", "--data", str(SAMPLE), "--split", str(tmp_path / "split.csv"),
+           "--out", str(tmp_path / "ddp"), "--nproc", "2", "--model", "cnn", "--image-size", "32", "--epochs", "2",
+           "--batch-size", str(batch), "--set", "scheduler=onecycle", "--set", "calibrate=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sched = torch.load(tmp_path / "ddp" / "state.pt", weights_only=True)["scheduler"]
+    assert sched["total_steps"] == 2 * (n_train // batch)  # the tail is no step
+    assert sched["last_epoch"] == sched["total_steps"]  # every planned step was taken: the rate fully annealed
