@@ -180,6 +180,20 @@ def test_api_docs_need_no_other_host(client, page):
         assert not re.match(r"(https?:)?//", url), f"{page} loads {url} from another host"
         assert client.get(url).status_code == 200, url  # every asset it names is served here
     assert "/openapi.json" in html.text
+    # ReDoc's bundle names a logo on its maker's CDN: the page's policy keeps the browser on this server.
+    assert "default-src 'self'" in html.headers["content-security-policy"]
+
+
+def test_the_page_revalidates_its_files_and_works_behind_a_path_prefix(client):
+    import re
+
+    page, script = client.get("/"), client.get("/static/app.js")
+    for res in (page, script, client.get("/static/style.css")):
+        assert res.headers["cache-control"] == "no-cache"  # no stale app.js after an upgrade
+    # Relative links and requests, so that a proxy serving the app under /lx/ reaches /lx/static/..., /lx/v1/...
+    assert not re.search(r"""(?:src|href)=["']/""", page.text)
+    assert not re.search(r"""fetch\(\s*[`'"]/""", script.text)
+    assert "v1/predict" in script.text and "v1/model" in script.text
 
 
 # ------------------------------------------------------------------------------------- concurrency

@@ -43,6 +43,21 @@ def test_a_tiny_png_declaring_8192_squared_pixels_is_refused_before_decoding(pre
     assert res.status_code == 413 and "8192x8192" in res.json()["detail"]
 
 
+def test_a_header_past_pillows_own_bomb_limit_gets_the_servers_413_too(pred) -> None:
+    """Pillow refuses a 20000x20000 header itself, before the size can be read: still this server's 413."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", 20000, 20000)
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
+    res = _post(TestClient(create_app(pred)), bytes(data))
+    assert res.status_code == 413 and "limit" in res.json()["detail"]
+
+
 def test_a_dicom_over_the_pixel_limit_is_refused_like_a_png(pred, dicom_bytes) -> None:
     # 4200x4200 is within what the file reader accepts (8192^2) but over this server's limit (4096^2).
     import numpy as np

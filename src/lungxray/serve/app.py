@@ -164,6 +164,9 @@ def check_pixels(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+    except Image.DecompressionBombError:  # Pillow refuses it before we can read the size: far over any limit
+        raise HTTPException(413, f"{name}: image declares more pixels than this server's limit of {max_pixels:,}; "
+                                 "send a downscaled image") from None
     except Exception:  # not a PIL image: perhaps DICOM, whose header gives the size without the pixels
         size = _dicom_size(data)
         if size is None:  # a broken header: the decoder reports it properly
@@ -185,6 +188,20 @@ def _dicom_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:")
+"""/docs and /redoc load nothing from another host (their inline start-up scripts and styles are allowed)."""
+
+
+class _Revalidated(StaticFiles):
+    """The web page's script and style, revalidated on every visit (`Cache-Control: no-cache`)."""
+
+    async def get_response(self, path: str, scope):
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def _offline_docs(app: FastAPI) -> None:
     """/docs and /redoc with Swagger UI and ReDoc served by this server (assets from the fastapi-offline package),
     so the API documentation works on a machine with no internet access."""
@@ -196,17 +213,22 @@ def _offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+        page = get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
                                    swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
                                    swagger_favicon_url=f"{root}/docs-assets/favicon.png")
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+        page = get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
                               redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
                               redoc_favicon_url=f"{root}/docs-assets/favicon.png", with_google_fonts=False)
+        # ReDoc's bundle links a logo on its maker's CDN: the policy keeps every request on this server.
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: int = MAX_CONCURRENT,
@@ -242,7 +264,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
     app.add_middleware(BodyLimit, max_bytes=limit + _FORM_OVERHEAD, detail=too_large, body_timeout=body_timeout)
     slots = asyncio.Semaphore(max(1, int(max_concurrent)))
     static = resources.files("lungxray") / "serve" / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount("/static", _Revalidated(directory=str(static)), name="static")
     _offline_docs(app)
 
     @app.exception_handler(RequestValidationError)
@@ -299,7 +321,9 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
 
     @app.get("/", include_in_schema=False)
     async def page():
-        return FileResponse(str(static / "index.html"), media_type="text/html")
+        # Revalidated on every visit, as are its script and style (below): after an upgrade no browser runs an old
+        # app.js against a new page.
+        return FileResponse(str(static / "index.html"), media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/health", summary="Liveness and the loaded model")
     async def health():

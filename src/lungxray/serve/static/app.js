@@ -36,7 +36,7 @@ async function errorMessage(response) {
 
 async function loadModel() {
   try {
-    const response = await fetch("/v1/model");
+    const response = await fetch("v1/model");  // relative: the page also works behind a path prefix
     if (!response.ok) throw new Error(await errorMessage(response));
     const card = await response.json();
     state.maxUploadMb = card.max_upload_mb;
@@ -119,10 +119,11 @@ function renderCard(card, result) {
   q(".tab-cam").disabled = !result.cam_png;
   q(".tab-outline").addEventListener("click", () => showView(card, images, result.mask, "outline"));
   q(".tab-cam").addEventListener("click", () => showView(card, images, result.mask, "cam"));
-  showView(card, images, result.mask, result.cam_png ? "cam" : "outline");
+  const flagged = Boolean(result.ood && result.ood.flagged);
+  // A flagged card shows no prediction, so it does not open on a heat map "for the predicted class".
+  showView(card, images, result.mask, result.cam_png && !flagged ? "cam" : "outline");
   q(".viewer").hidden = false;
   q(".waiting").hidden = true;
-  const flagged = Boolean(result.ood && result.ood.flagged);
   card.classList.toggle("flagged", flagged);
   if (flagged) {
     // A probability next to this warning would still be read as an answer: show the warning instead.
@@ -148,7 +149,7 @@ async function classifyOne(file, card, cam, request) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const response = await fetch(`/v1/predict?overlay=true&cam=${cam}`, { method: "POST", body: form });
+    const response = await fetch(`v1/predict?overlay=true&cam=${cam}`, { method: "POST", body: form });
     if (request !== state.request) return; // a newer selection replaced this one
     if (!response.ok) {
       cardError(card, `Could not classify ${file.name}: ${await errorMessage(response)}`);
