@@ -196,10 +196,9 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     weights, meta = resolve_checkpoint(run, which)
     load_checkpoint(weights)  # refuse to ship something that does not load
     from .ood import guard_path
-
-    dest = Path(dest_stem)
     from .seen import seen_path
 
+    dest = Path(dest_stem)
     ood, dest_ood = guard_path(weights), guard_path(dest.with_suffix(".safetensors"))
     seen, dest_seen = seen_path(weights), seen_path(dest.with_suffix(".safetensors"))
     targets = [dest.with_suffix(".safetensors"), dest.with_suffix(".json"), dest_ood, dest_seen]

@@ -392,13 +392,13 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
 
 def _check_resumed_segmenter(state: dict, out: Path, force: bool) -> None:
     """Refuse to resume a predicted-mask run with another lung U-Net (weights or mask settings) than it started with."""
-    from .models.pretrained import segmenter_record
+    from .models.pretrained import segmenter_change
 
-    was, now = state.get("segmenter") or {}, segmenter_record()
-    key = "identity" if was.get("identity") else "sha256"  # states from before the identity was recorded
-    if was.get(key) and was[key] != now[key] and not force:
-        raise ConfigError(f"{out}: its masks came from another lung U-Net ({key} {was[key][:12]}...) than the one "
-                          f"installed now ({now[key][:12]}...); resuming would train its last epochs on other masks. "
+    change = segmenter_change(state.get("segmenter"))
+    if change and not force:
+        key, want, have = change
+        raise ConfigError(f"{out}: its masks came from another lung U-Net ({key} {want[:12]}...) than the one "
+                          f"installed now ({have[:12]}...); resuming would train its last epochs on other masks. "
                           "Resume with the lungxray version it started with, start a new run, or pass force=True to "
                           "continue anyway")
 

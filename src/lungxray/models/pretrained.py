@@ -231,9 +231,7 @@ def check_split(report: dict | None, split_fingerprint: str) -> None:
 def segmenter_record() -> dict:
     """What a classifier trained on predicted masks records about the segmenter that cut them (file, sha256, and
     what it left out by `--exclude-split`), so that a mismatch with the segmenter at prediction time can be told."""
-    from ..segment.inference import default_segmenter_path
-
-    from ..segment.inference import segmenter_identity
+    from ..segment.inference import default_segmenter_path, segmenter_identity
 
     path = default_segmenter_path()
     return {"file": path.name, "sha256": _sha256(path), "identity": segmenter_identity(path),
@@ -244,22 +242,35 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def segmenter_change(recorded: dict | None) -> tuple[str, str, str] | None:
+    """(key, recorded value, installed value) when the installed lung U-Net is not the one `recorded`
+    (`segmenter_record`) describes; None when it is, or when nothing was recorded. The identity (weights and mask
+    settings) is compared where the record has one, else the weights' sha256 (records from before it was kept)."""
+    from ..segment.inference import default_segmenter_path, segmenter_identity
+
+    recorded = recorded or {}
+    key = "identity" if recorded.get("identity") else "sha256"
+    want = recorded.get(key)
+    if not want:
+        return None
+    path = default_segmenter_path()
+    have = segmenter_identity(path) if key == "identity" else _sha256(path)
+    return None if have == want else (key, want, have)
+
+
 def check_segmenter(trained_with: dict | None, model_name: str) -> None:
     """Warn when the installed lung U-Net is not the one a classifier's training masks came from.
 
     `trained_with` is the classifier's metadata record (`segmenter_record`); models trained before lungxray kept
     one, or without predicted masks, have none and pass.
     """
-    from ..segment.inference import default_segmenter_path
-
-    want = (trained_with or {}).get("sha256")
-    if not want:
-        return
-    have = _sha256(default_segmenter_path())
-    if have != want:
-        log.warning("model %s was trained on masks drawn by another lung U-Net (sha256 %s...) than the installed one "
-                    "(sha256 %s...): the masks may differ from those it learned from, so its accuracy figures may "
-                    "not hold; use the lungxray version it was trained with", model_name, want[:12], have[:12])
+    change = segmenter_change(trained_with)
+    if change:
+        key, want, have = change
+        log.warning("model %s was trained on masks drawn by another lung U-Net (sha256 %s..., %s %s...) than the "
+                    "installed one (%s %s...): the masks may differ from those it learned from, so its accuracy "
+                    "figures may not hold; use the lungxray version it was trained with", model_name,
+                    trained_with.get("sha256", "?")[:12], key, want[:12], key, have[:12])
 
 
 def check_segmenter_split(record: dict, split_fingerprint: str) -> None:

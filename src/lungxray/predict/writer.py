@@ -113,16 +113,22 @@ def csv_columns(classes: Sequence[str]) -> list[str]:
     return ["path", "prediction", "probability", *classes, "ood_flagged", "ood_reasons"]
 
 
-def _csv_text(rows: list[dict], classes: list[str]) -> str:
+def _table(header: Sequence[str], rows) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a "\r" inside a file name is then quoted, not a row end
-    w.writerow(csv_columns(classes))
-    for r in rows:
-        ood = r.get("ood") or {}
-        w.writerow([csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}",
-                    *(f"{r['probabilities'][c]:.6f}" for c in classes),
-                    "true" if ood.get("flagged") else "false", csv_safe(REASON_SEP.join(ood.get("reasons") or []))])
+    w.writerow(header)
+    w.writerows(rows)
     return buf.getvalue()
+
+
+def _csv_text(rows: list[dict], classes: list[str]) -> str:
+    def cells(r: dict) -> list[str]:
+        ood = r.get("ood") or {}
+        return [csv_safe(r["path"]), r["prediction"], f"{r['probability']:.6f}",
+                *(f"{r['probabilities'][c]:.6f}" for c in classes),
+                "true" if ood.get("flagged") else "false", csv_safe(REASON_SEP.join(ood.get("reasons") or []))]
+
+    return _table(csv_columns(classes), (cells(r) for r in rows))
 
 
 def predict_to_folder(paths: Sequence[str | Path], out: str | Path = "test_results", model: str | Path | None = None,
@@ -247,11 +253,7 @@ def _predict_to_folder(
         })
         atomic_write_text(csv_path, _csv_text(rows, pred.classes))
         if skipped:  # the files that gave no prediction, and why, for whoever reads only the CSVs
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\r\n")
-            w.writerow(["path", "error"])
-            w.writerows([csv_safe(p), csv_safe(e)] for p, e in skipped)
-            atomic_write_text(skipped_path, buf.getvalue())
+            atomic_write_text(skipped_path, _table(["path", "error"], ([csv_safe(p), csv_safe(e)] for p, e in skipped)))
         elif skipped_path.exists():  # an earlier (replaced) run's list says nothing about this one
             skipped_path.unlink()
 

@@ -239,8 +239,8 @@ def _load_source(path: str | Path, size: tuple[int, int], cfg: SegTrainConfig, p
         if len(probe) != len(ps):
             raise ConfigError(f"{path}: a pair became unreadable while it was checked for copies; run again")
         copies = exclusion.copies_in(probe)
-    if copies_out is not None and exclusion is not None and exclusion.held_images is not None:
-        copies_out[name] = copies_out.get(name, 0) + len(copies)
+        if copies_out is not None:
+            copies_out[name] = copies_out.get(name, 0) + len(copies)
     if copies:
         if len(copies) == len(ps):
             raise ConfigError(f"{path}: every pair is a copy of a validation or test image of {cfg.exclude_split}")

@@ -321,7 +321,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
 
     @app.get("/", include_in_schema=False)
     async def page():
-        # Revalidated on every visit, as are its script and style (below): after an upgrade no browser runs an old
+        # Revalidated on every visit, as are its script and style (the /static mount): after an upgrade no browser runs an old
         # app.js against a new page.
         return FileResponse(str(static / "index.html"), media_type="text/html", headers={"Cache-Control": "no-cache"})
 
