@@ -22,12 +22,13 @@ class StandInSegmenter:
     """Follows lungxray's one segmenter protocol, `predict(images, size=None) -> list of bool masks`, without
     weights: every mask is a centred ellipse (`shape="ellipse"`), the image's left half (`"left-half"`, easy to
     tell from a provided mask) or the ellipse's non-black pixels (`"bright-ellipse"`: an ellipse mostly blacked out gives
-    an empty mask, as the real U-Net finds no lungs where they were blacked out). Counts the calls and the images."""
+    an empty mask, as the real U-Net finds no lungs where they were blacked out). Counts the calls and the images,
+    and lists the images' shapes (`sizes`)."""
 
     def __init__(self, shape: str = "ellipse"):
         if shape not in ("ellipse", "left-half", "bright-ellipse"):
             raise ValueError(shape)
-        self.shape, self.calls, self.images = shape, 0, 0
+        self.shape, self.calls, self.images, self.sizes = shape, 0, 0, []
 
     def predict(self, images, size=None):
         import numpy as np
@@ -36,6 +37,7 @@ class StandInSegmenter:
         out = []
         for im in images:
             self.images += 1
+            self.sizes.append(tuple(np.asarray(im).shape))
             h, w = size or np.asarray(im).shape
             if self.shape == "left-half":
                 m = np.zeros((h, w), bool)

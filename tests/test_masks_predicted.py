@@ -167,3 +167,30 @@ def test_the_mask_cache_is_redrawn_when_the_u_nets_mask_settings_change(fake_seg
     load_split(SAMPLE, tmp_path / "split.csv", size=(32, 32), progress=False, masks="predicted",
                cache_dir=tmp_path / "cache")
     assert fake_segmenter.images == 2 * first  # drawn again, not the old masks
+
+
+def test_a_model_that_reads_larger_is_read_at_that_size_everywhere(fake_segmenter, tmp_path):
+    """read_size: training, evaluate and predict all read the images at 64 px and crop the lungs to the 32-px
+    input, and give the same probabilities for the same file."""
+    import csv
+
+    from lungxray.predict import Predictor
+    from lungxray.preprocess import read_size
+
+    split_dataset(SAMPLE, tmp_path / "split.csv", progress=False)
+    cfg = load_config(None, {"model": "cnn", "image_size": 32, "read_size": 64, "epochs": 1, "batch_size": 8,
+                             "masks": "predicted", "lung_crop": True, "mask_dilate": 2})
+    run = train(cfg, SAMPLE, tmp_path / "run", tmp_path / "split.csv", progress=False)
+    meta = json.loads((run / "best.json").read_text())
+    assert meta["lung_view"]["read_size"] == 64 and meta["image_size"] == [32, 32]
+    assert read_size(meta) == (64, 64)
+    assert fake_segmenter.sizes and set(fake_segmenter.sizes) == {(64, 64)}  # masks predicted on the 64-px read
+
+    evaluate_run(run, SAMPLE, "test", n_bootstrap=10, out=tmp_path / "ev", progress=False)
+    with open(tmp_path / "ev" / "predictions.csv") as fh:
+        scored = {r["path"]: float(r["COVID"]) for r in csv.DictReader(fh)}
+    pred = Predictor.load(run)
+    assert pred.read_size == (64, 64) and pred.size == (32, 32)
+    for path, p_covid in scored.items():
+        got = pred.predict_paths([SAMPLE / path]).__next__().probabilities["COVID"]
+        assert got == pytest.approx(p_covid, abs=1e-5), path

@@ -19,7 +19,7 @@ from lungxray.checkpoint import load_checkpoint
 from lungxray.data.api import load_split
 from lungxray.data.transforms import affine_matrices, apply_affine
 from lungxray.inference import iter_batches
-from lungxray.preprocess import LungView
+from lungxray.preprocess import LungView, read_size
 
 
 def warp(zoom: float = 1.0, shift: float = 0.0, degrees: float = 0.0) -> torch.Tensor:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split-name", default="val", choices=("train", "val"), help="never test: this is for choosing")
     args = ap.parse_args(argv)
     model, meta = load_checkpoint(args.run)
-    split = load_split(args.data, f"{args.run}/split.csv", meta["classes"], tuple(meta["image_size"]),
+    split = load_split(args.data, f"{args.run}/split.csv", meta["classes"], read_size(meta),
                        masks=meta.get("masks", "none"), progress=False)
     idx = split.indices(args.split_name)
     y = split.labels()[idx]

@@ -28,7 +28,7 @@ from .progress import bar as progress_bar
 from .data.api import load_split
 from .errors import ConfigError, DatasetError
 from .inference import load_batch
-from .preprocess import LungView, lung_view
+from .preprocess import LungView, lung_view, read_size
 from .metrics import softmax
 from .utils import check_output_folder, next_free_folder, refuse_taken_folder, write_json
 
@@ -89,8 +89,7 @@ def audit_run(
     refuse_taken_folder(out, overwrite, "the audit writes audit.json, a plot and a report")
     model, meta = load_checkpoint(run)  # first: a mistyped run must not leave an audit folder behind
     check_output_folder(out)  # a folder that cannot be written fails now, not after minutes of work
-    size = tuple(meta["image_size"])
-    ds = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress)
+    ds = load_split(data, run / "split.csv", meta["classes"], read_size(meta), cache_dir=cache_dir, progress=progress)
     idx = ds.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"no readable images in the {split!r} split")

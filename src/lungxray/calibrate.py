@@ -15,7 +15,7 @@ from .data.api import SplitData, load_split
 from .devices import resolve_device
 from .errors import ConfigError
 from .inference import predict_logits
-from .preprocess import LungView
+from .preprocess import LungView, read_size
 from .utils import write_json
 
 MIN_CALIBRATION_IMAGES = 50
@@ -77,8 +77,7 @@ def calibrate_existing(run: str | Path, data: str | Path, cache_dir: str | Path 
         if fitted and not overwrite:
             raise ConfigError(f"{run} is already calibrated (temperature {meta.get('temperature', 1.0):.3f}, "
                               f"{meta['calibration'].get('method', '?')}); pass overwrite=True to fit it again")
-        size = tuple(meta["image_size"])
-        split = load_split(data, run / "split.csv", meta["classes"], size, cache_dir=cache_dir, progress=progress,
+        split = load_split(data, run / "split.csv", meta["classes"], read_size(meta), cache_dir=cache_dir, progress=progress,
                            masks=meta.get("masks", "none"))
         val_idx = split.indices("val")
         calibrate_run(run, split, val_idx, split.labels()[val_idx], meta.get("masks", "none"), progress=progress,

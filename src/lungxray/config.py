@@ -35,7 +35,11 @@ class TrainConfig:
     lung_margin: float = 0.05
     """Margin around the lungs' box, as a fraction of its side (with lung_crop)."""
     mask_dilate: int = 0
-    """Grow the lung mask by this many pixels (at image_size) before applying it."""
+    """Grow the lung mask by this many pixels (at the size images are read at: read_size, else image_size) before
+    applying it."""
+    read_size: int = 0
+    """With lung_crop: read images and masks at this side (px) and crop the lungs from there to image_size, so a
+    small input keeps the lungs' detail instead of enlarging them from a small image (0 = read at image_size)."""
     per_class: int | None = None
     batch_size: int = 32
     epochs: int = 10
@@ -129,7 +133,9 @@ class TrainConfig:
                               "study's L2 penalty")
         if self.masks == "none" and (self.lung_crop or self.mask_dilate):
             raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")
-        self.lung_view()  # validates margin and dilation
+        if self.read_size and not self.lung_crop:
+            raise ConfigError("read_size needs lung_crop = true: only the lung crop resamples images to image_size")
+        self.lung_view()  # validates margin, dilation and read_size
         return self
 
     def unused_augmentation(self) -> list[str]:
@@ -143,7 +149,9 @@ class TrainConfig:
         """The `preprocess.LungView` these settings describe."""
         from .preprocess import LungView
 
-        return LungView(crop=bool(self.lung_crop), margin=float(self.lung_margin), dilate=int(self.mask_dilate))
+        read = int(self.read_size)
+        return LungView(crop=bool(self.lung_crop), margin=float(self.lung_margin), dilate=int(self.mask_dilate),
+                        read_size=read, out_size=int(self.image_size) if read else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ from .checkpoint import load_checkpoint
 from .data.api import load_split
 from .errors import ConfigError, DatasetError
 from .inference import check_masks, predict_logits
-from .preprocess import LungView
+from .preprocess import LungView, read_size
 from .metrics import classification_metrics, softmax
 from .report.html import metrics_tables, write_report
 from .report.plots import plot_confusion, plot_history, plot_reliability, plot_roc
@@ -85,8 +85,7 @@ def evaluate_run(
         from .models.pretrained import check_segmenter
 
         check_segmenter(meta.get("segmenter"), meta["model"])
-    size = tuple(meta["image_size"])
-    data_split = load_split(data, manifest, meta["classes"], size, cache_dir=cache_dir, progress=progress, masks=masks)
+    data_split = load_split(data, manifest, meta["classes"], read_size(meta), cache_dir=cache_dir, progress=progress, masks=masks)
     idx = data_split.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
@@ -141,7 +140,9 @@ def evaluate_run(
                     ["checkpoint", f"{which} (epoch {meta.get('epoch')})"],
                     ["evaluated split", f"{split} ({len(idx)} images)"],
                     ["masks", masks],
-                    ["image size", "x".join(map(str, size))],
+                    ["image size", "x".join(map(str, meta["image_size"]))
+                     + ("" if read_size(meta) == tuple(meta["image_size"]) else
+                        f" (the lungs cropped from a {'x'.join(map(str, read_size(meta)))} read)")],
                     ["data fingerprint", data_split.fingerprint],
                     ["temperature", temperature],
                 ],

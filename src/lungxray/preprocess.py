@@ -1,8 +1,10 @@
 """The model-input contract's lung step: what a lung-only model sees, given an image and its lung mask.
 
 Training (`inference.load_batch`), evaluation, the audit and prediction (`Predictor`) all call `lung_view`, so a
-change here lands everywhere. Images arrive as the cache stores them (uint8 at the model's size, divided by 255)
-and masks at the same size.
+change here lands everywhere. Images arrive as the cache stores them (uint8, divided by 255) at `read_size(meta)`:
+the model's input size, unless the view reads them larger (`LungView.read_size`) so that the lung crop resamples
+real detail instead of enlarging a small image. Masks arrive at the same size; the view's output is at the
+model's input size.
 
 `LungView` is stored in checkpoint metadata (`lung_view`); a model without it was trained on whatever its
 `masks` key says, with a hard mask and no crop (the behaviour before this module existed).
@@ -10,7 +12,7 @@ and masks at the same size.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +29,19 @@ class LungView:
         crop: resample the lungs' bounding box (a square around it, plus `margin`) to the full input size,
             so the lungs fill the frame whatever the patient's size and the film's framing.
         margin: fraction of the box side added on each side before cropping.
-        dilate: grow the mask by this many pixels (at the model's size) before applying it, so the lung
-            border the segmenter may clip stays visible.
+        dilate: grow the mask by this many pixels (at the size the image is read at) before applying it, so
+            the lung border the segmenter may clip stays visible.
+        read_size: with crop, read the image and its mask at this side (px) and resample the lungs' box from
+            there to the model's input size; 0 = read at the input size. Stored in checkpoint metadata.
+        out_size: the model's input side (px), the output size of the crop; set from the checkpoint or the
+            config that builds the view, not stored (the metadata's image_size says it). 0 = the input's size.
     """
 
     crop: bool = False
     margin: float = 0.05
     dilate: int = 0
+    read_size: int = 0
+    out_size: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.crop, bool):
@@ -42,30 +50,78 @@ class LungView:
             raise ConfigError(f"lung_view.margin must be between 0 and 0.5, got {self.margin!r}")
         if not (isinstance(self.dilate, int) and 0 <= self.dilate <= 32):
             raise ConfigError(f"lung_view.dilate must be an integer from 0 to 32, got {self.dilate!r}")
+        for name in ("read_size", "out_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 16 <= v <= 4096)):
+                raise ConfigError(f"lung_view.{name} must be 0 or a whole number of pixels from 16 to 4096, got {v!r}")
+        if self.read_size and not self.crop:
+            raise ConfigError("lung_view.read_size needs crop: only the lung crop resamples to the model's input size")
+        if self.read_size and self.out_size and self.read_size < self.out_size:
+            raise ConfigError(f"lung_view.read_size ({self.read_size}) must be at least the model's input size "
+                              f"({self.out_size}): a smaller read only loses detail")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored form: `read_size` only when set, so views from before it existed compare equal."""
+        d = {"crop": self.crop, "margin": self.margin, "dilate": self.dilate}
+        if self.read_size:
+            d["read_size"] = self.read_size
+        return d
+
+    def image_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) images and masks are read at, for a model whose input is `input_size`."""
+        return (self.read_size, self.read_size) if self.read_size else (int(input_size[0]), int(input_size[1]))
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> "LungView":
-        """The view stored in checkpoint metadata (a hard mask without crop when absent)."""
+        """The view stored in checkpoint metadata (a hard mask without crop when absent), with the model's
+        input size from the metadata's `image_size`."""
         raw = (meta or {}).get("lung_view") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"checkpoint metadata: lung_view must be an object, got {type(raw).__name__}")
-        unknown = set(raw) - {"crop", "margin", "dilate"}
+        unknown = set(raw) - {"crop", "margin", "dilate", "read_size"}
         if unknown:
             raise ConfigError(f"checkpoint metadata: unknown lung_view field(s) {sorted(unknown)}")
-        return cls(**raw)
+        size = (meta or {}).get("image_size")
+        out = int(size[0]) if isinstance(size, (list, tuple)) and size and raw.get("read_size") else 0
+        return cls(**raw, out_size=out)
+
+
+def read_size(meta: dict) -> tuple[int, int]:
+    """(H, W) a checkpoint's images are read (and cached) at: its `image_size`, unless its lung view reads larger.
+
+    Every place that loads images for a trained model asks this, so the model sees what it was trained on."""
+    size = tuple(int(v) for v in meta["image_size"])
+    return LungView.from_meta(meta).image_size(size) if meta.get("masks", "none") != "none" else size
 
 
 def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Binary dilation of (B, 1, H, W) {0, 1} masks by a square of half-width `pixels`."""
+    """Binary dilation of (B, 1, H, W) {0, 1} masks by a square of half-width `pixels` (same dtype back)."""
     if pixels <= 0:
         return mask
-    # A square max filter is separable: two 1-D passes cost 2k instead of k^2 comparisons per pixel.
+    # A square max filter is separable, and each 1-D pass is a few shifted maxima of 8-bit data (a window of k
+    # in log2(k) + 1 steps): at 224 px and 9 px of growth this is about 15x faster than F.max_pool2d in float,
+    # which took a fifth of a quick-recipe training step (measured in session 15).
     k = 2 * pixels + 1
-    rows = F.max_pool2d(mask, (1, k), stride=1, padding=(0, pixels))
-    return F.max_pool2d(rows, (k, 1), stride=1, padding=(pixels, 0))
+    h, w = mask.shape[-2:]
+    x = F.pad((mask > 0).to(torch.uint8), (pixels, 0, pixels, 0))  # the window [i - p, i + p] as [i, i + k) here
+    x = _forward_max(_forward_max(x, k, dim=3)[..., :w], k, dim=2)[..., :h, :]
+    return x.to(mask.dtype)
+
+
+def _forward_max(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """out[i] = max(x[i : i + k]) along `dim`, zero past the end."""
+    n = x.shape[dim]
+
+    def ahead(t: torch.Tensor, s: int) -> torch.Tensor:  # t shifted back by s, zero-filled at the end
+        if s >= n:
+            return torch.zeros_like(t)
+        return torch.cat([t.narrow(dim, s, n - s), torch.zeros_like(t.narrow(dim, 0, s))], dim=dim)
+
+    span = 1  # out covers [i, i + span)
+    while span * 2 <= k:
+        x = torch.maximum(x, ahead(x, span))
+        span *= 2
+    return torch.maximum(x, ahead(x, k - span)) if span < k else x
 
 
 def lung_box_theta(mask: torch.Tensor, margin: float) -> torch.Tensor:
@@ -96,14 +152,14 @@ def lung_view(x: torch.Tensor, mask: torch.Tensor, view: LungView, mode: str = "
     """Apply a lung mask to a batch as a lung-only model sees it.
 
     Args:
-        x: (B, 1, H, W) float images in [0, 1].
+        x: (B, 1, H, W) float images in [0, 1], at the size the view reads them (`LungView.image_size`).
         mask: (B, 1, H, W) {0, 1} lung masks at the same size.
         view: crop / margin / dilation.
         mode: "keep" keeps the lungs (the model's input); "remove" blacks them out and keeps the rest, and
             "flat" keeps the lungs' outline and mean brightness but replaces their texture by that mean
             (both used by the shortcut audit).
     Returns:
-        (B, 1, H, W) float tensor; with `return_theta`, also the (B, 2, 3) crop matrices (None without crop),
+        (B, 1, h, w) float tensor at the model's input size (`view.out_size` where set, else H, W); with `return_theta`, also the (B, 2, 3) crop matrices (None without crop),
         which `uncrop` uses to bring maps of the model's input (Grad-CAM) back onto the image.
     """
     if mode not in ("keep", "remove", "flat"):
@@ -112,8 +168,12 @@ def lung_view(x: torch.Tensor, mask: torch.Tensor, view: LungView, mode: str = "
     theta = None
     if view.crop:
         theta = lung_box_theta(m, view.margin)
-        x = apply_affine(x, theta)
-        m = apply_affine(m, theta, mode="nearest")
+        # The crop's output is the model's input size, which is smaller than the image when it is read larger.
+        size = (view.out_size, view.out_size) if view.out_size else None
+        x = apply_affine(x, theta, size=size)
+        m = apply_affine(m, theta, mode="nearest", size=size)
+    elif view.out_size and tuple(x.shape[-2:]) != (view.out_size, view.out_size):
+        raise ValueError(f"lung_view: images of {tuple(x.shape[-2:])} without a crop, for a {view.out_size}-px model input")
     if mode == "remove":
         out = x * (1.0 - m)
     elif mode == "flat":

@@ -90,12 +90,13 @@ def write_seen_for_run(run: str | Path, data: str | Path, cache_dir: str | Path 
     """Write `RUN/seen.json` from the run's own `split.csv` and the data set (for runs trained before lungxray wrote
     one; the files are hashed, through the image cache, as training hashed them)."""
     from .data.api import load_split
+    from .preprocess import read_size
     from .errors import ConfigError
 
     run = Path(run)
     if not (run / "split.csv").is_file():
         raise ConfigError(f"{run}: not a run folder (no split.csv)")
     meta = read_json(run / "best.json") if (run / "best.json").is_file() else {}
-    size = tuple(meta.get("image_size", (256, 256)))
+    size = read_size(meta) if "image_size" in meta else (256, 256)  # the size the run's cache holds
     split = load_split(data, run / "split.csv", meta.get("classes"), size, cache_dir=cache_dir, progress=progress)
     return write_seen_for_split(run / RUN_FILE, split)

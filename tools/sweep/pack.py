@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,14 @@ def _lung_views(src: Path, split_csv: str, size: int, config: str) -> dict[str, 
     from lungxray.inference import check_masks, iter_batches
 
     cfg = load_config(config)
-    split = load_split(src, split_csv, cfg.classes, (size, size), masks=cfg.masks)
+    view = cfg.lung_view()
+    if view.read_size:  # read at the config's read_size, crop to the size asked for here
+        view = dataclasses.replace(view, out_size=size)
+    split = load_split(src, split_csv, cfg.classes, view.image_size((size, size)), masks=cfg.masks)
     idx = np.concatenate([split.indices("train"), split.indices("val")])
     check_masks(split, idx, cfg.masks)  # as training does: a missing provided mask is an error, not another's mask
     views = {}
-    for chunk, x in iter_batches(split, idx, cfg.masks, 64, view=cfg.lung_view()):
+    for chunk, x in iter_batches(split, idx, cfg.masks, 64, view=view):
         for i, img in zip(chunk, x[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy()):
             views[split.rows[i].path] = img
     return views

@@ -49,13 +49,15 @@ def affine_matrices(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tenso
     return torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1)], 1)
 
 
-def apply_affine(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+def apply_affine(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear",
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
     """Warp (N, C, H, W) by per-sample matrices; outside pixels become 0 (black, like a masked background).
 
     The matrices may live on the CPU (they are drawn there, from the epoch's generator) while `x` is on a GPU: the
-    warp runs where `x` is.
+    warp runs where `x` is. `size` (h, w) samples the output at another size (default: the input's).
     """
-    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+    shape = list(x.shape) if size is None else [x.shape[0], x.shape[1], int(size[0]), int(size[1])]
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), shape, align_corners=False)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 

@@ -21,7 +21,7 @@ import torch
 from ..ood import FeatureGuard, guard_path, input_checks, layout_descriptor, read_rgb_thumbnail
 from ..errors import CheckpointError, ConfigError, ImageReadError
 from ..data.io import read_image, read_mask, resize_image, resize_mask, to_uint8
-from ..preprocess import LungView, lung_view, uncrop
+from ..preprocess import LungView, lung_view, read_size, uncrop
 from ..metrics import softmax
 from ..models import Classifier
 from .explain import _FeatureTap, make_gradcam
@@ -105,6 +105,8 @@ class Predictor:
         self.trained_masks = str(meta.get("masks", "none"))
         self.masked = self.trained_masks != "none"
         self.lung_view = LungView.from_meta(meta)
+        # Images (and masks) are read at this size; the lung view resamples them to self.size, the model's input.
+        self.read_size: tuple[int, int] = read_size(meta) if self.masked else self.size
         self.masks = masks
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
@@ -227,6 +229,7 @@ class Predictor:
             "temperature": self.temperature,
             "classes": self.classes,
             "image_size": list(self.size),
+            **({"read_size": list(self.read_size)} if self.read_size != self.size else {}),
             "trained_masks": self.trained_masks,
             "val_metrics": self.meta.get("val_metrics"),
             "runtime": self.runtime,
@@ -264,7 +267,7 @@ class Predictor:
     # ------------------------------------------------------------------------------------ pipeline
     def _model_input(self, image: np.ndarray) -> np.ndarray:
         # Exactly the training cache: resize in float, round to uint8 (division by 255 happens in _classify).
-        return to_uint8(resize_image(image, self.size))
+        return to_uint8(resize_image(image, self.read_size))
 
     def _item(self, image: np.ndarray, name: str, path: str, mask: np.ndarray | None = None,
               mask_source: str | None = None, mask_path: str | None = None, wants_predicted: bool = False,
@@ -283,7 +286,7 @@ class Predictor:
             raise ImageReadError(f"{item.name}: mask must be a 2-D array, got shape {m.shape}")
         m = m.astype(bool)
         # Resized straight from the mask's own size, as the training cache does (not via the display copy).
-        item.mask_model = m if m.shape == self.size else resize_mask(m, self.size)
+        item.mask_model = m if m.shape == self.read_size else resize_mask(m, self.read_size)
         item.mask_display = m if m.shape == item.display.shape else resize_mask(m, item.display.shape)
         item.mask_source, item.mask_path = source, mask_path
         share = float(item.mask_model.mean())
@@ -318,14 +321,14 @@ class Predictor:
         if pending:
             seg = self.segmenter(example=pending[0].path)
             # The U-Net sees exactly what the training cache gives it (`data.cache.predicted_masks`): the 8-bit
-            # image at the model's size; the display outline is that mask scaled up.
+            # image at the size the model reads; the display outline is that mask scaled up.
             masks = seg.predict([it.model_u8.astype(np.float32) / 255.0 for it in pending])
             for it, m in zip(pending, masks):
                 self._attach_mask(it, m, "predicted", None)
         x = torch.from_numpy(np.stack([it.model_u8 for it in items])).float().div_(255.0).unsqueeze(1)
         theta = None
         if self.masked:
-            ones = np.ones(self.size, dtype=np.uint8)
+            ones = np.ones(self.read_size, dtype=np.uint8)
             m = np.stack([it.mask_model.astype(np.uint8) if it.mask_model is not None else ones for it in items])
             # An item without a mask (masks="none" on a masked model) passes through whole: an all-ones mask.
             x, theta = lung_view(x, torch.from_numpy(m).float().unsqueeze(1), self.lung_view, return_theta=True)
