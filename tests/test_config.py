@@ -70,10 +70,13 @@ def test_top_level_recipes_load_and_describe_themselves(path):
 
 def test_quick_recipe_is_lung_only_like_the_default_and_short():
     quick, shipped = load_config(SEED.parent / "quick.toml"), load_config(SEED.parent / "lungs-enc128.toml")
-    # The same lung step and network as the shipped default (only size, length and the packaged pretrained start
-    # differ), so a quick model is not a whole-image model that reads the hospital.
-    for key in ("masks", "lung_crop", "lung_margin", "mask_dilate", "model"):
+    # The same lung step and network as the shipped default (only input size, length, the packaged pretrained start
+    # and a wider mask rim differ), so a quick model is not a whole-image model that reads the hospital.
+    for key in ("masks", "lung_crop", "lung_margin", "model"):
         assert getattr(quick, key) == getattr(shipped, key), key
+    # The lungs are cropped from the same 224-px read as the shipped model's, not enlarged from a 96-px image.
+    assert quick.read_size == shipped.image_size > quick.image_size
+    assert quick.mask_dilate >= shipped.mask_dilate
     assert quick.pretrained == "lung-encoder-128"  # shipped with the package: no pretraining step, no download
     assert quick.image_size * quick.image_size * quick.epochs < shipped.image_size ** 2 * shipped.epochs / 8
 

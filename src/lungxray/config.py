@@ -38,8 +38,9 @@ class TrainConfig:
     """Grow the lung mask by this many pixels (at the size images are read at: read_size, else image_size) before
     applying it."""
     read_size: int = 0
-    """With lung_crop: read images and masks at this side (px) and crop the lungs from there to image_size, so a
-    small input keeps the lungs' detail instead of enlarging them from a small image (0 = read at image_size)."""
+    """With lung_crop: read images and masks at this side (px) and crop the lungs from there to image_size: one
+    resampling from a larger image instead of a second one of an image already shrunk to image_size, so a small
+    input keeps more of the lungs' detail (0 = read at image_size)."""
     per_class: int | None = None
     batch_size: int = 32
     epochs: int = 10

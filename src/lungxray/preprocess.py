@@ -2,8 +2,8 @@
 
 Training (`inference.load_batch`), evaluation, the audit and prediction (`Predictor`) all call `lung_view`, so a
 change here lands everywhere. Images arrive as the cache stores them (uint8, divided by 255) at `read_size(meta)`:
-the model's input size, unless the view reads them larger (`LungView.read_size`) so that the lung crop resamples
-real detail instead of enlarging a small image. Masks arrive at the same size; the view's output is at the
+the model's input size, unless the view reads them larger (`LungView.read_size`), so that the crop resamples a
+larger image once instead of resampling again an image already shrunk to the input size. Masks arrive at the same size; the view's output is at the
 model's input size.
 
 `LungView` is stored in checkpoint metadata (`lung_view`); a model without it was trained on whatever its
@@ -99,8 +99,8 @@ def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     if pixels <= 0:
         return mask
     # A square max filter is separable, and each 1-D pass is a few shifted maxima of 8-bit data (a window of k
-    # in log2(k) + 1 steps): at 224 px and 9 px of growth this is about 15x faster than F.max_pool2d in float,
-    # which took a fifth of a quick-recipe training step (measured in session 15).
+    # in log2(k) + 1 steps). F.max_pool2d in float, used before, took 35 ms of a 32-image batch at 224 px and 9 px
+    # of growth, a fifth of a quick-recipe training step; this takes 1.5 ms (benchmarks/lung_view.py).
     k = 2 * pixels + 1
     h, w = mask.shape[-2:]
     x = F.pad((mask > 0).to(torch.uint8), (pixels, 0, pixels, 0))  # the window [i - p, i + p] as [i, i + k) here
