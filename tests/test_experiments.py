@@ -94,3 +94,15 @@ def test_a_cap_per_class_shapes_the_shared_split(tmp_path, sample_dir):
     assert set(counts.values()) == {8} and rows[0]["n_test"] < 10  # 24 images in all: the test split is capped too
     with pytest.raises(ConfigError, match="has up to 8 images per class"):
         run_experiments(sample_dir, tmp_path / "out", configs, overrides={"per_class": 4}, progress=False)
+
+
+def test_a_run_made_before_a_setting_existed_is_reused_as_having_its_default(experiment, sample_dir):
+    out, configs, rows = experiment
+    cfg_path = out / "b-cnn" / "config.json"
+    ran = json.loads(cfg_path.read_text())
+    assert ran.pop("read_size") == 0  # the run folder as a version before read_size wrote it
+    cfg_path.write_text(json.dumps(ran))
+    trained_at = (out / "b-cnn" / "best.safetensors").stat().st_mtime_ns
+    again = run_experiments(sample_dir, out, configs, progress=False)
+    assert (out / "b-cnn" / "best.safetensors").stat().st_mtime_ns == trained_at
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]

@@ -66,3 +66,20 @@ def test_read_size_settings_are_checked(settings, match):
 def test_a_view_without_a_crop_refuses_images_of_another_size():
     with pytest.raises(ValueError, match="without a crop"):
         lung_view(torch.zeros(1, 1, 64, 64), torch.ones(1, 1, 64, 64), LungView(out_size=32))
+
+
+def test_a_larger_read_needs_a_square_input_in_the_metadata():
+    meta = {"image_size": [96, 128], "masks": "predicted", "lung_view": {"crop": True, "read_size": 224}}
+    with pytest.raises(ConfigError, match="square image_size"):
+        LungView.from_meta(meta)
+
+
+def test_a_predictor_built_from_metadata_without_a_size_takes_the_models(untrained_checkpoint, tmp_path):
+    from lungxray.checkpoint import load_checkpoint
+    from lungxray.predict import Predictor
+
+    model, meta = load_checkpoint(untrained_checkpoint(tmp_path / "cnn", masks="predicted"))
+    bare = {k: v for k, v in meta.items() if k != "image_size"}
+    bare["lung_view"] = {"crop": True, "read_size": 64}
+    pred = Predictor(model, bare)
+    assert pred.size == (32, 32) and pred.read_size == (64, 64) and pred.lung_view.out_size == 32

@@ -34,7 +34,8 @@ _RUNTIME_KEYS = ("threads", "device")
 
 def _check_reusable(run: Path, cfg, manifest: Path) -> None:
     """Refuse to report (or resume) a run that was trained with other settings or on another split than asked now."""
-    ran, want = read_json(run / "config.json"), cfg.to_dict()
+    # A setting added since the run was made is absent from its config.json: the run had the default (as resume reads it).
+    ran, want = {**type(cfg)().to_dict(), **read_json(run / "config.json")}, cfg.to_dict()
     changed = sorted(k for k in set(ran) | set(want) if k not in _RUNTIME_KEYS and ran.get(k) != want.get(k))
     if changed:
         raise ConfigError(f"{run}: trained with other settings than asked now ({', '.join(changed[:5])}); give "

@@ -82,7 +82,11 @@ class LungView:
         if unknown:
             raise ConfigError(f"checkpoint metadata: unknown lung_view field(s) {sorted(unknown)}")
         size = (meta or {}).get("image_size")
-        out = int(size[0]) if isinstance(size, (list, tuple)) and size and raw.get("read_size") else 0
+        out = 0
+        if raw.get("read_size"):
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]):
+                raise ConfigError(f"checkpoint metadata: lung_view.read_size needs a square image_size, got {size!r}")
+            out = int(size[0])
         return cls(**raw, out_size=out)
 
 
@@ -95,7 +99,8 @@ def read_size(meta: dict) -> tuple[int, int]:
 
 
 def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Binary dilation of (B, 1, H, W) {0, 1} masks by a square of half-width `pixels` (same dtype back)."""
+    """Binary dilation of (B, C, H, W) masks by a square of half-width `pixels`: {0, 1} in the mask's dtype, any
+    value above 0 counting as lung."""
     if pixels <= 0:
         return mask
     # A square max filter is separable, and each 1-D pass is a few shifted maxima of 8-bit data (a window of k

@@ -158,3 +158,16 @@ def test_cli_resume_and_workers(model, tmp_path):
     assert len(_csv(out)) == 6
     res = CliRunner().invoke(main, [*args, "--workers", "-1"])
     assert res.exit_code == 2 and "--workers" in res.output
+
+
+def test_resume_refuses_predictions_of_a_model_that_read_its_images_at_another_size(model, tmp_path):
+    folder = _folder(tmp_path, IMAGES[:2])
+    out = tmp_path / "out"
+    predict_to_folder([folder], out, model, overlays=False)
+    doc = json.loads((out / "predictions.json").read_text())
+    assert "read_size" not in doc["model"]  # this model reads at its input size
+    predict_to_folder([folder], out, model, resume=True, overlays=False)  # the same model resumes
+    doc["model"]["read_size"] = [64, 64]  # as if made by a model that read at 64 px and cropped to 32
+    (out / "predictions.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="read_size"):
+        predict_to_folder([folder], out, model, resume=True, overlays=False)

@@ -104,9 +104,10 @@ class Predictor:
         self.temperature = float(meta.get("temperature", 1.0))
         self.trained_masks = str(meta.get("masks", "none"))
         self.masked = self.trained_masks != "none"
-        self.lung_view = LungView.from_meta(meta)
+        sized = {**meta, "image_size": list(self.size)}  # metadata built by hand may leave the size to the model
+        self.lung_view = LungView.from_meta(sized)
         # Images (and masks) are read at this size; the lung view resamples them to self.size, the model's input.
-        self.read_size: tuple[int, int] = read_size(meta) if self.masked else self.size
+        self.read_size: tuple[int, int] = read_size(sized) if self.masked else self.size
         self.masks = masks
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
