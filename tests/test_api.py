@@ -199,3 +199,29 @@ def test_an_unreadable_file_raises_once_without_warnings_on_the_side(model, tmp_
         with pytest.raises(ImageReadError, match="not a PNG, JPEG or DICOM"):
             model.predict(junk)
     assert "skipped" not in caplog.text  # the exception is the message; a library does not also print it
+
+
+def test_the_model_says_the_size_it_reads_images_at(tmp_path, untrained_checkpoint):
+    import json
+
+    import lungxray
+
+    plain = lungxray.load(untrained_checkpoint(tmp_path / "plain"))
+    assert plain.describe()["read_size"] == plain.describe()["image_size"] == [32, 32] and "read=" not in repr(plain)
+    weights = untrained_checkpoint(tmp_path / "larger", masks="predicted")
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta["lung_view"] = {"crop": True, "margin": 0.05, "dilate": 2, "read_size": 64}
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    larger = lungxray.load(weights)
+    assert larger.describe()["read_size"] == [64, 64] and "input=[32, 32] read=[64, 64]" in repr(larger)
+
+
+def test_the_overlay_is_the_one_predict_writes(model, covid_png: Path, tmp_path: Path) -> None:
+    from lungxray.predict import predict_to_folder
+
+    res = predict_to_folder([covid_png], tmp_path / "out")  # the shipped model, as `model` is
+    written = Image.open(tmp_path / "out" / res.rows[0]["overlay"])
+    mine = model.predict(covid_png).overlay()
+    assert np.array_equal(np.asarray(mine.convert("RGB")), np.asarray(written.convert("RGB")))  # footer names the model
+    unnamed = model.predict(covid_png).overlay(model_label="")
+    assert not np.array_equal(np.asarray(unnamed.convert("RGB")), np.asarray(written.convert("RGB")))

@@ -185,3 +185,15 @@ def test_segmentation_weights_without_segmentation_is_refused(tiny_run, tmp_path
                                     str(tmp_path / "unet")])
     assert res.exit_code != 0 and "only used with" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_predict_cli_takes_the_export_given_and_refuses_another_checkpoints(tiny_run, tmp_path, untrained_checkpoint):
+    mine = export_onnx(tiny_run, tmp_path / "mine.onnx")
+    args = ["predict", str(FILES[0]), "--model", str(tiny_run), "--no-overlay", "--runtime", "onnx"]
+    ok = CliRunner().invoke(main, [*args, "--onnx", str(mine), "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    other = export_onnx(untrained_checkpoint(tmp_path / "other", seed=1), tmp_path / "exports" / "other.onnx")
+    refused = CliRunner().invoke(main, [*args, "--onnx", str(other), "--out", str(tmp_path / "b")])
+    assert refused.exit_code != 0 and "was not exported from" in refused.output  # the file given is the one used
+    torch_with_file = CliRunner().invoke(main, ["predict", str(FILES[0]), "--model", str(tiny_run), "--onnx", str(mine)])
+    assert torch_with_file.exit_code == 2 and "--runtime onnx" in torch_with_file.output

@@ -440,3 +440,22 @@ def test_calibrate_keeps_an_existing_calibration_unless_asked_and_says_when_it_s
     assert json.loads((run / "best.json").read_text())["temperature"] == 1.7
     res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE), "--overwrite"])
     assert res.exit_code == 0 and json.loads((run / "best.json").read_text())["temperature"] == 1.0
+
+
+def test_cli_resume_warns_only_about_settings_given_now_and_names_them(split_csv, tmp_path, caplog):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    run = train(_cfg(epochs=2), SAMPLE, tmp_path / "run", split_csv, progress=False)  # 32 px, batch 8: not the defaults
+    args = ["train", "--out", str(run), "--data", str(SAMPLE), "--resume"]
+    with caplog.at_level("WARNING", logger="lungxray"):
+        plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0, plain.output
+    assert "saved settings" not in caplog.text  # nothing was given, so nothing is ignored
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lungxray"):
+        given = CliRunner().invoke(main, args + ["--lr", "0.5", "--batch-size", "8"])
+    assert given.exit_code == 0, given.output
+    assert "ignored now: lr = 0.5 (the run has 0.001)" in caplog.text
+    assert "batch_size" not in caplog.text  # given, but the same as the run's

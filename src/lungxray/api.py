@@ -121,7 +121,13 @@ class Model:
 
     def __repr__(self) -> str:
         d = self.predictor.describe()
-        return f"<lungxray.Model {d.get('name', '?')} classes={self.classes} input={d.get('image_size')}>"
+        read = "" if d.get("read_size") == d.get("image_size") else f" read={d.get('read_size')}"
+        return f"<lungxray.Model {d.get('name', '?')} classes={self.classes} input={d.get('image_size')}{read}>"
+
+    def describe(self) -> dict:
+        """The model's identity, as `predictions.json` and the server's /v1/model give it: name, version,
+        checkpoint, data fingerprint, temperature, classes, input size and the size images are read at, masks."""
+        return self.predictor.describe()
 
     def predict(self, x: Any, *, cam: bool = False) -> PredictionResult | list[PredictionResult]:
         """Classify one picture (or a list of them). See the module docstring for what `x` may be.

@@ -28,6 +28,11 @@ runtime_option = click.option("--runtime", type=click.Choice(["torch", "onnx"]),
                                    "ONNX Runtime.")
 
 
+onnx_file_option = click.option("--onnx", "onnx_path", type=click.Path(), default=None,
+                                help="With --runtime onnx: this export of --model (`lungxray export`; default: "
+                                     "exported once and cached).")
+
+
 def overwrite_option(what: str):
     """--overwrite, with what it replaces in this command."""
     return click.option("--overwrite", is_flag=True, help=f"Replace {what}.")
@@ -218,9 +223,11 @@ def train_cmd(data, split_csv, model, config_file, out, masks, epochs, batch_siz
     out = out or f"runs/{cfg.model}"
     # --resume continues the run's own settings; only an explicit --epochs changes its length.
     keep_epochs = resume and overrides.get("epochs") is None
+    # What the user chose, for resume's warning: flags given (a config file chooses all of its settings).
+    given = None if config_file else {k for k, v in overrides.items() if v is not None}
     try:
         run = train(cfg, data, out, split_csv, resume=resume, overwrite=overwrite, progress=True, force=force,
-                    keep_epochs=keep_epochs)
+                    keep_epochs=keep_epochs, given=given)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the last complete epoch is saved. Continue with: lungxray train --out {out} --data {data} --resume", err=True)
         raise SystemExit(130)
@@ -373,22 +380,26 @@ def audit_cmd(run, data, split_name, masks, out, overwrite) -> None:
 @overwrite_option("existing outputs in --out")
 @click.option("--no-overlay", is_flag=True, help="Only write predictions.csv and predictions.json.")
 @runtime_option
+@onnx_file_option
 @click.option("--resume", is_flag=True, help="Skip inputs already in OUT/predictions.csv and add the new ones to it.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Threads reading and decoding images ahead of the model (0: in the main thread).")
-def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, overwrite, no_overlay, runtime, resume,
-                workers) -> None:
+def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, overwrite, no_overlay, runtime, onnx_path,
+                resume, workers) -> None:
     """Classify X-rays (PNG, JPEG, DICOM; files or folders): table, predictions.csv/json and overlays. Research use only."""
     from .predict import Predictor, predict_to_folder
     from .utils import next_free_folder
 
+    if onnx_path and runtime != "onnx":
+        raise click.UsageError("--onnx FILE is used with --runtime onnx")
     if out is None:
         if resume:
             raise click.UsageError("--resume needs the --out folder of the run to continue")
         out = str(next_free_folder("test_results"))
     predictor = None
     if runtime != "torch":
-        predictor = Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam, runtime=runtime)
+        predictor = Predictor.load(model, masks=masks, mask_dir=mask_dir, device=device, cam=cam, runtime=runtime,
+                                   onnx_path=onnx_path)
     started = time.time()
     try:
         res = predict_to_folder(
@@ -475,8 +486,7 @@ def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwri
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--model", default=None, type=click.Path(), help="Run folder or .safetensors file (default: the shipped model).")
 @runtime_option
-@click.option("--onnx", "onnx_path", type=click.Path(), default=None,
-              help="With --runtime onnx: this export of --model (default: exported once and cached).")
+@onnx_file_option
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Largest request body; larger uploads get 413.")
 @device_option

@@ -136,6 +136,12 @@ class TrainConfig:
             raise ConfigError("lung_crop and mask_dilate need lung masks: set masks = \"predicted\" (or \"provided\")")
         if self.read_size and not self.lung_crop:
             raise ConfigError("read_size needs lung_crop = true: only the lung crop resamples images to image_size")
+        if self.read_size and not 16 <= int(self.read_size) <= 4096:
+            raise ConfigError(f"read_size must be 0 (read at image_size) or from 16 to 4096 px, got {self.read_size}")
+        if self.read_size and int(self.read_size) < int(self.image_size):
+            raise ConfigError(f"read_size ({self.read_size}) is below image_size ({self.image_size}): a smaller read "
+                              f"only loses detail; raise read_size to at least {self.image_size}, or set read_size = 0 "
+                              "to read at image_size")
         self.lung_view()  # validates margin, dilation and read_size
         return self
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ def train(
     cache_dir: str | Path | None = None,
     force: bool = False,
     keep_epochs: bool = False,
+    given: Iterable[str] | None = None,
 ) -> Path:
     """Train `cfg.model` on the train split, select and early-stop on the validation split.
 
@@ -121,6 +123,8 @@ def train(
         split_csv: manifest from `lungxray data split`; made on the fly (seeded) when None.
         force: with `resume`, continue even though the run's split or images changed since it started.
         keep_epochs: with `resume`, run to the epochs the run last had (its saved state) instead of `cfg.epochs`.
+        given: with `resume`, the settings the caller chose (the CLI's flags); those that differ from the run's are
+            named in a warning, since the run's own are used. None: every setting of `cfg`.
     Returns:
         The run folder.
     """
@@ -128,16 +132,17 @@ def train(
     ctx = init_from_env(resolve_device(cfg.device))
     try:
         if not ctx.is_main:
-            return _train(cfg, data, out, split_csv, resume, overwrite, False, cache_dir, ctx, force, keep_epochs)
+            return _train(cfg, data, out, split_csv, resume, overwrite, False, cache_dir, ctx, force, keep_epochs, given)
         # One writer per run folder: a second `train --out` on the same folder is refused while this one runs.
         with output_lock(out, "train"):
-            return _train(cfg, data, out, split_csv, resume, overwrite, progress, cache_dir, ctx, force, keep_epochs)
+            return _train(cfg, data, out, split_csv, resume, overwrite, progress, cache_dir, ctx, force, keep_epochs,
+                          given)
     finally:
         shutdown(ctx)
 
 
 def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_dir, ctx: DistContext,
-           force: bool = False, keep_epochs: bool = False) -> Path:
+           force: bool = False, keep_epochs: bool = False, given: Iterable[str] | None = None) -> Path:
     inputs = [p for p in (data, split_csv) if p]
     split = None
     if not resume:
@@ -163,8 +168,11 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
     if state is not None:
         saved = TrainConfig(**state["config"])
         epochs = saved.epochs if keep_epochs else cfg.epochs
-        if saved.to_dict() != {**cfg.to_dict(), "epochs": saved.epochs}:
-            log.warning("resume=True (--resume) uses the run's saved config; other settings given now are ignored (except epochs)")
+        ran, asked = saved.to_dict(), cfg.to_dict()
+        ignored = [k for k in (asked if given is None else given) if k != "epochs" and k in ran and ran[k] != asked[k]]
+        if ignored:
+            log.warning("resume=True (--resume) continues with the run's saved settings; ignored now: %s",
+                        ", ".join(f"{k} = {asked[k]!r} (the run has {ran[k]!r})" for k in sorted(ignored)))
         if epochs != saved.epochs and saved.scheduler in ("onecycle", "cosine"):
             raise ConfigError(f"{out}: its {saved.scheduler} learning-rate schedule was laid out for {saved.epochs} "
                               f"epochs and cannot be stretched to {epochs} on resume (the rate would jump or the "

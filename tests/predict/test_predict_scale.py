@@ -165,7 +165,7 @@ def test_resume_refuses_predictions_of_a_model_that_read_its_images_at_another_s
     out = tmp_path / "out"
     predict_to_folder([folder], out, model, overlays=False)
     doc = json.loads((out / "predictions.json").read_text())
-    assert "read_size" not in doc["model"]  # this model reads at its input size
+    assert doc["model"]["read_size"] == doc["model"]["image_size"]  # this model reads at its input size
     predict_to_folder([folder], out, model, resume=True, overlays=False)  # the same model resumes
     doc["model"]["read_size"] = [64, 64]  # as if made by a model that read at 64 px and cropped to 32
     (out / "predictions.json").write_text(json.dumps(doc))

@@ -230,7 +230,7 @@ class Predictor:
             "temperature": self.temperature,
             "classes": self.classes,
             "image_size": list(self.size),
-            **({"read_size": list(self.read_size)} if self.read_size != self.size else {}),
+            "read_size": list(self.read_size),  # the size images are read at (image_size unless the view reads larger)
             "trained_masks": self.trained_masks,
             "val_metrics": self.meta.get("val_metrics"),
             "runtime": self.runtime,

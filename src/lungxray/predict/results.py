@@ -72,10 +72,11 @@ class PredictionResult:
         """JSON-ready record (no arrays): what predictions.json holds for this image."""
         return self.row()
 
-    def overlay(self, cam: bool = False, model_label: str = "") -> "Image.Image":
+    def overlay(self, cam: bool = False, model_label: str | None = None) -> "Image.Image":
         """The overlay `lungxray predict` writes, as a PIL image: the X-ray with the lung outline the model used,
         "Prediction: X / Probability: Y%" and a bar per class; with `cam=True` the Grad-CAM panel beside it
-        (the result must come from `predict(..., cam=True)`)."""
+        (the result must come from `predict(..., cam=True)`). The footer names the model ("lungenc 0.1.0", from
+        the result's provenance) unless `model_label` says otherwise ("" for none)."""
         from PIL import Image
 
         from ..report.overlay import render_overlay
@@ -83,6 +84,9 @@ class PredictionResult:
         if cam and self.cam is None:
             raise ValueError("this result has no Grad-CAM map: predict with cam=True first")
         shown = self if cam or self.cam is None else replace(self, cam=None)
+        if model_label is None:
+            prov = self.provenance or {}
+            model_label = f"{prov.get('model') or ''} {prov.get('model_version') or ''}".strip()
         return Image.open(io.BytesIO(render_overlay(shown, list(self.probabilities), model_label)))
 
     def row(self) -> dict[str, Any]:
