@@ -233,3 +233,40 @@ def test_sizes_have_separate_stores(dataset: Path, tmp_path: Path) -> None:
     b = prepare(index.samples, index.root, (40, 40), cache_dir=tmp_path / "c", progress=False)
     assert a.images.shape == (9, 32, 32) and b.images.shape == (9, 40, 40)
     np.testing.assert_array_equal(a.hashes, b.hashes)
+
+
+def test_a_store_written_by_other_decoder_versions_is_decoded_again(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    s = ArrayStore(folder, (4, 4))
+    s.append("a", np.ones((4, 4), np.uint8))
+    s.save()
+    doc = json.loads((folder / "index.json").read_text())
+    assert doc["decoders"]["pillow"] and doc["decoders"]["format"] == str(cache_mod._FORMAT_VERSION)
+    del doc["decoders"]  # a store from before the key: trusted as before
+    (folder / "index.json").write_text(json.dumps(doc))
+    assert len(ArrayStore(folder, (4, 4))) == 1
+    doc["decoders"] = {**cache_mod._decoders(), "pillow": "0.0-other"}
+    (folder / "index.json").write_text(json.dumps(doc))
+    assert len(ArrayStore(folder, (4, 4))) == 0
+
+
+# The digest of what the cache stores for the bundled sample (PNG, RGB and grayscale), a DICOM and the Viral Pneumonia
+# masks, at 64 px, under each _FORMAT_VERSION. A change to read_image, resize_image, to_uint8, read_mask or
+# resize_mask that changes their output fails here: bump _FORMAT_VERSION in data/cache.py (old caches would
+# otherwise be reused silently) and add the new version's digest.
+DECODED_DIGESTS = {1: "254ecf3a37afc682049338e3180220f662a254eb4ccc76951d24f81a73a36014"}
+
+
+def test_what_the_cache_stores_changes_only_with_its_format_version(sample_dir: Path, tmp_path: Path, write_dicom) -> None:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(sample_dir.glob("*/images/*.png")):
+        h.update(to_uint8(resize_image(read_image(path), (64, 64))).tobytes())
+    for path in sorted(sample_dir.glob("*/masks/*.png")):
+        h.update(resize_mask(read_mask(path), (64, 64)).tobytes())
+    pixels = (np.arange(80 * 96, dtype=np.uint16).reshape(80, 96) * 7) % 4096
+    h.update(to_uint8(resize_image(read_image(write_dicom(tmp_path / "x.dcm", pixels)), (64, 64))).tobytes())
+    assert DECODED_DIGESTS.get(cache_mod._FORMAT_VERSION) == h.hexdigest(), (
+        f"what the cache stores changed: bump _FORMAT_VERSION in lungxray/data/cache.py and record {h.hexdigest()} "
+        "for it in DECODED_DIGESTS")

@@ -35,7 +35,22 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "LUNGXRAY_CACHE"
 _FORMAT_VERSION = 1
 """Version of what the image stores hold. Entries are keyed by file content and size, not by the decoding code: a
-change to what `read_image`, `resize_image` or `to_uint8` produce must bump this, or old caches are silently reused."""
+change to what `read_image`, `resize_image` or `to_uint8` produce must bump this, or old caches are silently reused
+(tests/data/test_cache.py holds a digest of their output on the bundled sample and fails until it is bumped)."""
+
+
+def _decoders() -> dict[str, str]:
+    """The libraries that decode and resize what the stores hold: a store written under other versions is decoded
+    again rather than trusted (an upgrade may change a resampling filter or a DICOM default)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"format": str(_FORMAT_VERSION)}
+    for dist in ("pillow", "numpy", "pydicom"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "absent"
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -64,9 +79,15 @@ class ArrayStore:
         self.data_path = self.folder / "rows.u8"
         self.index_path = self.folder / "index.json"
         self.entries: dict[str, dict] = {}
+        self.decoders = _decoders()
         if self.index_path.exists():
             doc = json.loads(self.index_path.read_text())
-            if doc.get("version") == _FORMAT_VERSION and tuple(doc.get("shape", ())) == self.shape:
+            same = doc.get("version") == _FORMAT_VERSION and tuple(doc.get("shape", ())) == self.shape
+            if same and doc.get("decoders", self.decoders) != self.decoders:  # stores from before this key are kept
+                log.info("%s was written with %s; decoding its images again with %s", self.folder,
+                         doc.get("decoders"), self.decoders)
+                same = False
+            if same:
                 self.entries = doc["entries"]
         self._row_bytes = self.shape[0] * self.shape[1]
         self._dirty = 0
@@ -103,7 +124,8 @@ class ArrayStore:
 
     def save(self) -> None:
         if self._dirty or not self.index_path.exists():
-            doc = {"version": _FORMAT_VERSION, "shape": list(self.shape), "entries": self.entries}
+            doc = {"version": _FORMAT_VERSION, "shape": list(self.shape), "decoders": self.decoders,
+                   "entries": self.entries}
             atomic_write_text(self.index_path, json.dumps(doc))
             self._dirty = 0
 
