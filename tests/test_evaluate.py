@@ -183,3 +183,20 @@ def test_a_run_lists_what_it_saw_and_evaluate_says_when_scored_images_are_among_
     n_seen = _count(manifest, "train") + _count(manifest, "val")  # the split keeps identical files on one side
     assert m["seen_by_model"]["images"] == n_seen and m["seen_by_model"]["by_split"]["train"] == _count(manifest, "train")
     assert f"{n_seen} of the 30 test images are byte-identical" in caplog.text
+
+
+def test_a_split_without_one_class_says_so_in_the_terminal_the_metrics_and_the_report(tmp_path, sample_dir, caplog):
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    two = tmp_path / "two.csv"
+    split_dataset(sample_dir, two, classes=["COVID", "Normal"], fractions=(0.0, 0.0, 1.0), progress=False)
+    with caplog.at_level("WARNING", logger="lungxray"):
+        res = CliRunner().invoke(main, ["evaluate", "default", "--data", str(sample_dir), "--manifest", str(two),
+                                        "--out", str(tmp_path / "ev"), "--bootstrap", "10"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["classes_without_images"] == ["Viral Pneumonia"] and m["per_class"]["Viral Pneumonia"]["support"] == 0
+    assert "no images of Viral Pneumonia" in caplog.text
+    assert "Classes without images" in (tmp_path / "ev" / "report.html").read_text()

@@ -106,3 +106,18 @@ def test_a_run_made_before_a_setting_existed_is_reused_as_having_its_default(exp
     again = run_experiments(sample_dir, out, configs, progress=False)
     assert (out / "b-cnn" / "best.safetensors").stat().st_mtime_ns == trained_at
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+
+
+def test_a_folder_that_is_not_an_experiment_is_left_alone(tmp_path, sample_dir):
+    mine = tmp_path / "mine"
+    (mine / "eval-old").mkdir(parents=True)
+    (mine / "report.html").write_text("my report")
+    (mine / "notes.txt").write_text("mine")
+    config = _config(tmp_path / "c.toml", "c", "cnn")
+    with pytest.raises(ConfigError, match=r"holds files an experiment does not write \(eval-old/, notes.txt\)"):
+        run_experiments(sample_dir, mine, [config], progress=False)
+    assert (mine / "report.html").read_text() == "my report" and sorted(p.name for p in mine.iterdir()) == [
+        "eval-old", "notes.txt", "report.html"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file; out= must be a folder"):
+        run_experiments(sample_dir, tmp_path / "file", [config], progress=False)

@@ -429,6 +429,7 @@ def test_calibrate_keeps_an_existing_calibration_unless_asked_and_says_when_it_s
     run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
     res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])
     assert res.exit_code == 0 and "skipped: fewer than 50 validation images" in res.output
+    assert "OOD guard: not fitted" in res.output  # said, not left out silently
     res = CliRunner().invoke(main, ["calibrate", str(run), "--data", str(SAMPLE)])  # a skipped one is no loss
     assert res.exit_code == 0, res.output
     meta = json.loads((run / "best.json").read_text())

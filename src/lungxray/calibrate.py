@@ -6,6 +6,7 @@ Only the training and validation splits are used; the test split is never touche
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from .inference import predict_logits
 from .preprocess import LungView, read_size
 from .utils import write_json
 
+log = logging.getLogger(__name__)
 MIN_CALIBRATION_IMAGES = 50
 """A temperature (or an OOD threshold) fitted on fewer validation images is noise: below this T stays 1."""
 
@@ -54,6 +56,11 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
         guard = fit_guard_for_run(out, best, split, train_idx, val_idx, masks, view=view, progress=progress)
         meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
                        "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
+    else:
+        meta.pop("ood", None)
+        log.warning("OOD guard not fitted: it needs at least %d training and %d validation images (this split has "
+                    "%d and %d); predictions from this run are not checked for inputs unlike its training X-rays",
+                    MIN_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, len(train_idx), len(val_idx))
     write_json(out / "best.json", meta)
     return t
 

@@ -232,5 +232,6 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
         atomic_write_bytes(dst, blob)
     if stale_ood:
         log.warning("%s has no OOD statistics (%s): the shipped model's were removed, not kept; the out-of-distribution "
-                    "guard is off until `lungxray calibrate` fits it", weights, ood.name)
+                    "guard stays off until the run is calibrated (`lungxray calibrate RUN --data DATA`, which needs at "
+                    "least 50 training and 50 validation images) and shipped again", weights, ood.name)
     return [d for d, _ in files]

@@ -74,7 +74,7 @@ def _print_inspection(rep: dict) -> None:
         sizes = ", ".join(f"{k} ({v})" for k, v in c["sizes"].items())
         modes = ", ".join(f"{k} ({v})" for k, v in c["modes"].items())
         click.echo(
-            f"{cls:<16} {c['folder']:<16} {c['images']:>6} {c['readable']:>8} {c['with_mask']:>6} "
+            f"{cls:<16} {c['folder']:<16} {c['images']:>6} {c['readable']:>8} {c['usable_masks']:>6} "
             f"{c['near_duplicate_images']:>8}  {sizes}; {modes}"
         )
     nd = rep["near_duplicates"]
@@ -88,9 +88,10 @@ def _print_inspection(rep: dict) -> None:
         click.echo(f"  e.g. {ex['a']}  ~  {ex['b']}  (similarity {ex['similarity']:.3f})")
     for warning in rep.get("class_differences", []):
         click.echo(f"warning: {warning}")
-    without = sum(c["images"] - c["with_mask"] for c in rep["per_class"].values())
+    without = sum(c["images"] - c["usable_masks"] for c in rep["per_class"].values())
     if without:
-        click.echo(f"images without a mask: {without} (kept; masks are paired by file name)")
+        broken = " (an unreadable mask counts as none)" if rep["unreadable_masks"] else ""
+        click.echo(f"images without a mask: {without} (kept; masks are paired by file name){broken}")
     for key, label in (
         ("unreadable", "unreadable images (skipped)"),
         ("unreadable_masks", "unreadable masks (ignored)"),
@@ -516,6 +517,8 @@ def calibrate_cmd(run, data, overwrite, device) -> None:
                f"({c['n']} images)")
     if "ood" in meta:
         click.echo(f"OOD guard: threshold {meta['ood']['threshold']:.2f} (99.5th percentile of validation distances)")
+    else:
+        click.echo("OOD guard: not fitted (too few training or validation images; see the warning above)")
 
 
 if __name__ == "__main__":  # pragma: no cover

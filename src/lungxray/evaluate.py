@@ -104,6 +104,14 @@ def evaluate_run(
     y = data_split.labels()[idx]
     classes = list(meta["classes"])
     metrics = classification_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=0)
+    empty = [c for c in classes if metrics["per_class"][c]["support"] == 0]
+    if empty:
+        # Macro precision/recall/F1 count such a class as 0 (scikit-learn's convention) while the macro AUC leaves it
+        # out: either way the macro figures are not those of a split that holds every class.
+        log.warning("the %s split has no images of %s: its precision, recall and F1 are counted as 0 in the macro "
+                    "averages, and its AUC is left out of the macro AUC; read accuracy and the per-class figures",
+                    split, ", ".join(empty))
+    metrics["classes_without_images"] = empty
     metrics.update(
         {
             "run": run.name,
@@ -149,6 +157,9 @@ def evaluate_run(
             },
         },
         *([{"heading": "Not held out", "text": describe_overlap(overlap, split)}] if overlap["images"] else []),
+        *([{"heading": "Classes without images", "text": f"The {split} split has no images of {', '.join(empty)}: "
+            "their precision, recall and F1 count as 0 in the macro averages, and their AUC is left out of the "
+            "macro AUC. Read accuracy and the per-class figures."}] if empty else []),
         *metrics_tables(metrics),
         {"heading": "Curves, confusion matrix, ROC and calibration", "images": images},
     ]

@@ -49,6 +49,25 @@ def _check_reusable(run: Path, cfg, manifest: Path) -> None:
                           "give another out=, or remove that run folder to retrain it")
 
 
+_EXPERIMENT_FILES = ("split.csv", "comparison.json", "comparison.md", "comparison.csv", "comparison.png", "report.html")
+
+
+def _check_out(out: Path, stems: list[str]) -> None:
+    """An experiment writes into a new folder or continues an earlier experiment's; anything else is refused before
+    a file is written (its report.html and split.csv would replace the user's)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; out= must be a folder (new, or an earlier experiment's)")
+    if not out.is_dir():
+        return
+    foreign = [p.name + ("/" if p.is_dir() else "") for p in sorted(out.iterdir())
+               if not p.name.startswith(".") and not (p.is_file() and p.name in _EXPERIMENT_FILES)
+               and not (p.is_dir() and (p.name in stems or runs.is_run_folder(p)))]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"{out} holds files an experiment does not write ({shown}); an experiment writes into a new "
+                          "folder or continues an earlier experiment's: choose another out=")
+
+
 def run_experiments(
     data: str | Path,
     out: str | Path = "runs/experiments",
@@ -74,6 +93,7 @@ def run_experiments(
     if twins:
         raise ConfigError(f"two configs are named {twins[0]}.toml: each config's run is the folder of its file name "
                           "(out/NAME), so one would be reported as the other; rename one")
+    _check_out(out, stems)
     out.mkdir(parents=True, exist_ok=True)
     # A cap on images per class shapes the shared split itself (every config trains and tests on the same images);
     # the configs then train on that manifest as it is.

@@ -16,11 +16,14 @@ def check_masks(data: SplitData, idx: np.ndarray, masks: str) -> None:
     """Masked training needs a mask for every image used; never let 'has a mask' leak the label."""
     if masks == "none":
         return
-    missing = [data.rows[i].path for i in idx if data.prepared.mask_rows[i] < 0]
+    missing = [data.rows[i] for i in idx if data.prepared.mask_rows[i] < 0]
     if missing:
+        broken = [r.mask_path for r in missing if r.mask_path]
+        unreadable = (f" {len(broken)} of them have a mask file that cannot be read (first: {broken[0]}): replace or "
+                      "remove it (`lungxray data fill-masks` writes masks only where there is no file)." if broken else "")
         raise ConfigError(
-            f"masks=provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0]}). "
-            "Masking only the images that have masks would let the mask itself reveal the class. "
+            f"masks=provided, but {len(missing)} of {len(idx)} images have no usable mask (first: {missing[0].path})."
+            f"{unreadable} Masking only the images that have masks would let the mask itself reveal the class. "
             "Use masks=predicted (every image gets the lung U-Net's mask), or give a dataset where every image has a mask."
         )
 

@@ -48,6 +48,25 @@ STATE = "state.pt"
 RUN_MARKERS = ("config.json", STATE, "best.json", "best.safetensors", "history.csv")
 
 
+RUN_FILES = ("config.json", "split.csv", "history.csv", STATE, "curves.png", "layers.json", "layers.png", "seen.json",
+             "summary.json", "best.*", "last.*", "*.onnx")
+"""What a run folder may hold: what training writes, and what later commands put there (evaluate-*/audit-* folders,
+an ONNX export). `overwrite` deletes a folder only when it holds nothing else."""
+RUN_SUBFOLDERS = ("eval-*", "audit-*")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of run folder `path` that no lungxray command writes there (hidden temporary files aside)."""
+    from fnmatch import fnmatch
+
+    out = []
+    for item in sorted(path.iterdir()):
+        patterns = RUN_SUBFOLDERS if item.is_dir() and not item.is_symlink() else RUN_FILES
+        if not item.name.startswith(".") and not any(fnmatch(item.name, p) for p in patterns):
+            out.append(item.name + ("/" if item.is_dir() else ""))
+    return out
+
+
 def is_run_folder(path: str | Path) -> bool:
     """Whether `path` is a folder holding one of `RUN_MARKERS`."""
     path = Path(path)
@@ -84,6 +103,11 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
             if Path(item).expanduser().resolve().is_relative_to(target):
                 raise ConfigError(f"{out} holds {item}, an input of this run: overwrite would delete it; choose "
                                   "another out=")
+        foreign = foreign_entries(out)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ConfigError(f"{out} holds files no lungxray run writes ({shown}): overwrite would delete them with "
+                              "the run; move them out, or choose another out=")
         if check_only:
             return
         shutil.rmtree(out)

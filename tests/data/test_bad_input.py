@@ -196,6 +196,25 @@ def test_unreadable_mask_keeps_image(tmp_path: Path, synth) -> None:
     assert rep["per_class"]["Viral Pneumonia"]["usable_masks"] == 1
 
 
+def test_an_unreadable_mask_is_counted_as_none_and_never_paired_in_a_split(tmp_path: Path, synth) -> None:
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+    from lungxray.data import split_dataset
+
+    root = synth.build_dataset(tmp_path / "ds", {c: 4 for c in CLASSES}, masks_for=("Viral Pneumonia",))
+    (root / "Viral Pneumonia" / "masks" / "Viral Pneumonia-1.png").write_text("not a mask")
+    res = CliRunner().invoke(main, ["data", "inspect", str(root)])
+    assert res.exit_code == 0, res.output
+    vp_line = next(line for line in res.output.splitlines() if line.startswith("Viral Pneumonia"))
+    assert vp_line.split()[4:7] == ["4", "4", "3"]  # images, readable, masks (the unreadable one is not a mask)
+    assert "images without a mask: 9 (kept; masks are paired by file name) (an unreadable mask counts as none)" in res.output
+    rows = split_dataset(root, tmp_path / "split.csv", cache_dir=tmp_path / "cache", progress=False).rows
+    paired = {r.path: r.mask_path for r in rows if r.label == "Viral Pneumonia"}
+    assert paired["Viral Pneumonia/images/Viral Pneumonia-1.png"] is None
+    assert sum(m is not None for m in paired.values()) == 3
+
+
 def test_mask_without_image_is_reported(tmp_path: Path, synth) -> None:
     root = synth.build_dataset(tmp_path / "ds", {c: 2 for c in CLASSES}, masks_for=("Viral Pneumonia",))
     synth.save_mask(root / "Viral Pneumonia" / "masks" / "Viral Pneumonia-77.png", np.ones((64, 64), bool))
@@ -224,3 +243,16 @@ def test_inspect_on_a_file_of_a_bad_image_suffix_never_raises_other_errors(tmp_p
     rep = inspect_dataset(root, cache_dir=tmp_path / "cache", progress=False)
     assert sorted(Path(u["path"]).name for u in rep["unreadable"]) == ["dicom-head.dcm", "jpeg-head.jpg", "random.jpg", "zero.png"]
     assert rep["per_class"]["COVID"]["readable"] == 3
+
+
+def test_masked_training_names_a_mask_file_that_cannot_be_read() -> None:
+    from types import SimpleNamespace
+
+    from lungxray.errors import ConfigError
+    from lungxray.inference import check_masks
+
+    rows = [SimpleNamespace(path="VP/images/a.png", mask_path="VP/masks/a.png"),
+            SimpleNamespace(path="VP/images/b.png", mask_path="VP/masks/b.png")]
+    data = SimpleNamespace(rows=rows, prepared=SimpleNamespace(mask_rows=np.array([-1, 0])))
+    with pytest.raises(ConfigError, match=r"1 of them have a mask file that cannot be read \(first: VP/masks/a.png\)"):
+        check_masks(data, np.array([0, 1]), "provided")

@@ -169,6 +169,16 @@ def test_shallowest_complete_dataset_wins(tmp_path: Path, synth) -> None:
     assert find_dataset_root(tmp_path) == tmp_path / "b" / "full"
 
 
+def test_two_complete_datasets_side_by_side_are_refused_naming_both(tmp_path: Path, synth) -> None:
+    from lungxray.errors import DatasetError
+
+    for version in ("v1-old", "v2-new"):
+        synth.build_dataset(tmp_path / "multi" / version, {c: 1 for c in CLASSES})
+    with pytest.raises(DatasetError, match=r"holds 2 datasets \(.*v1-old, .*v2-new\); give the one you mean"):
+        find_dataset_root(tmp_path / "multi")
+    assert find_dataset_root(tmp_path / "multi" / "v2-new") == tmp_path / "multi" / "v2-new"
+
+
 # -------------------------------------------------------------------------------------- Lung_Opacity
 def test_lung_opacity_ignored_by_default_and_included_on_request(tmp_path: Path, synth) -> None:
     root = synth.build_dataset(tmp_path / "ds", {"COVID": 2, "Normal": 2, "Viral Pneumonia": 2, "Lung_Opacity": 3})

@@ -273,6 +273,11 @@ def test_manifest_round_trip(sample_dir: Path, tmp_path: Path) -> None:
          r":3: label 'Lung_Opacity' is not one of"),
         ("path,mask_path,label,split,group\nCOVID/a.png,,COVID,train,zero\n", "group must be an integer"),
         ("path,mask_path,label,split,group\n", "manifest has no rows"),
+        ("path,mask_path,label,split,group\nCOVID/a.png,,COVID,test,0\nNormal/b.png,,Normal,test,1\nCOVID/a.png,,COVID,test,0\n",
+         r":4: COVID/a.png is listed twice \(first on line 2\)"),
+        ("path,mask_path,label,split,group\n../../elsewhere/Normal/b.png,,Normal,test,0\n", "stay inside it"),
+        ("path,mask_path,label,split,group\n/abs/Normal/b.png,,Normal,test,0\n", "must be relative"),
+        ("path,mask_path,label,split,group\nNormal/b.png,../m.png,Normal,test,0\n", "mask_path '../m.png'"),
     ],
 )
 def test_read_manifest_rejects(tmp_path: Path, content: str, message: str) -> None:
@@ -281,6 +286,12 @@ def test_read_manifest_rejects(tmp_path: Path, content: str, message: str) -> No
     with pytest.raises(DatasetError, match=message) as exc:
         read_manifest(p, CLASSES)
     assert "bad.csv" in str(exc.value)
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(sample_dir: Path, tmp_path: Path) -> None:
+    rows = split_dataset(sample_dir, tmp_path / "plain.csv", progress=False).rows
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.csv").read_bytes())  # as Excel saves CSV
+    assert read_manifest(tmp_path / "bom.csv") == read_manifest(tmp_path / "plain.csv") == rows
 
 
 def test_read_manifest_missing_file(tmp_path: Path) -> None:

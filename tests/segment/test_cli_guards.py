@@ -166,3 +166,35 @@ def test_data_folders_may_be_given_with_a_tilde(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copytree(VP, tmp_path / "lungs")
     _check_sources(["~/lungs"], [], [])  # no "no such folder"
+
+
+def test_overwrite_never_deletes_a_folder_that_only_looks_like_a_run(tmp_path):
+    # A project folder that happens to hold a config.json (one of the run markers) and the user's own files.
+    project = tmp_path / "proj"
+    (project / "notes").mkdir(parents=True)
+    (project / "config.json").write_text("{}")
+    (project / "data.csv").write_text("a,b\n")
+    (project / "notes" / "thesis.txt").write_text("years of work")
+    before = _files(project)
+    res = CliRunner().invoke(main, ["segment", "train", "--holdout-data", str(VP), "--out", str(project), "--overwrite", *TINY])
+    assert res.exit_code == 2 and "files no lungxray run writes (data.csv, notes/)" in res.output
+    assert _files(project) == before
+    # A real run, with what later commands add to it (an evaluation folder, an ONNX export), is replaced.
+    run = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(main, ["segment", "train", "--holdout-data", str(VP), "--out", str(run), *TINY]).exit_code == 0
+    (run / "eval-test").mkdir()
+    (run / "best.onnx").write_bytes(b"onnx")
+    res = runner.invoke(main, ["segment", "train", "--holdout-data", str(VP), "--out", str(run), "--overwrite", *TINY])
+    assert res.exit_code == 0, res.output
+    assert not (run / "eval-test").exists() and (run / "best.safetensors").is_file()
+
+
+def test_impossible_unet_channels_are_refused_before_the_run_folder_is_made(tmp_path):
+    tiny = [a for a in TINY if a != "4,8,16"]
+    tiny.remove("--channels")
+    for channels, message in [("0,8", "whole numbers >= 1"), ("-4,8", "whole numbers >= 1"), ("4", "at least 2 levels")]:
+        out = tmp_path / f"r{channels}"
+        res = CliRunner().invoke(main, ["segment", "train", "--data", str(VP), "--out", str(out), "--channels", channels, *tiny])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (channels, res.output)
+        assert not out.exists()  # nothing left behind that a corrected rerun would trip over

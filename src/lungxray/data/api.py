@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +188,12 @@ def split_dataset(
     samples = cap_per_class(index.samples, per_class, seed)
     prep = prepare(samples, index.root, _detect_size(size), cache_dir, progress=progress, desc="hashing")
     keep = np.nonzero(prep.ok)[0]
-    kept = [samples[i] for i in keep]
+    # A mask file that cannot be read is no mask: the manifest must not pair it with its image.
+    kept = [replace(samples[i], mask_path=None) if samples[i].mask_path and prep.mask_rows[i] < 0 else samples[i]
+            for i in keep]
+    if prep.mask_failures:
+        log.warning("%d mask file(s) could not be read (first: %s); their images are listed without a mask",
+                    len(prep.mask_failures), prep.mask_failures[0][0])
     rows, pairs = make_split(kept, prep.hashes[keep], fractions, seed, max_distance,
                              images=[prep.images[prep.image_rows[i]] for i in keep], min_detail=min_detail,
                              progress=_progress_printer("comparing", progress))

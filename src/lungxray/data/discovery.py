@@ -104,7 +104,8 @@ def find_dataset_root(path: str | Path, classes: tuple[str, ...] = DEFAULT_CLASS
     """Return the folder that holds the class folders: `path` itself or the nearest one below it.
 
     The unzipped Kaggle archive nests the class folders one or two levels down; we search
-    breadth-first so the shallowest match wins.
+    breadth-first so the shallowest match wins. Two complete datasets at that depth (two versions side by side) are
+    refused, naming both: which one is meant is the user's choice, not the alphabet's.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -115,17 +116,24 @@ def find_dataset_root(path: str | Path, classes: tuple[str, ...] = DEFAULT_CLASS
     best: tuple[int, Path] | None = None
     for _depth in range(_MAX_SEARCH_DEPTH + 1):
         nxt: list[Path] = []
+        complete: list[Path] = []
         for folder in level:
             hits = _class_dirs(folder)
             n = sum(1 for c in classes if c in hits)
             if n == len(classes):
-                return folder
+                complete.append(folder)
+                continue
             if n >= 1 and (best is None or n > best[0]):
                 best = (n, folder)
             try:
                 nxt.extend(sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
             except OSError:
                 continue
+        if len(complete) == 1:
+            return complete[0]
+        if complete:
+            shown = ", ".join(str(p) for p in complete[:4]) + (" ..." if len(complete) > 4 else "")
+            raise DatasetError(f"{root} holds {len(complete)} datasets ({shown}); give the one you mean")
         level = nxt
         if not level:
             break

@@ -13,7 +13,7 @@ import hashlib
 import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -135,13 +135,23 @@ def read_manifest(path: str | Path, classes: tuple[str, ...] | None = None) -> l
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: split manifest not found (create one with `lungxray data split`)")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark is not a column
         reader = csv.DictReader(fh)
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DatasetError(f"{path}: not a lungxray split manifest (missing columns {missing})")
         rows = []
+        first_line: dict[str, int] = {}
         for n, rec in enumerate(reader, start=2):
+            for column in ("path", "mask_path"):
+                rel = PurePosixPath(rec[column].replace("\\", "/"))
+                if rec[column] and (rel.is_absolute() or ".." in rel.parts) or (column == "path" and not rec[column]):
+                    raise DatasetError(f"{path}:{n}: {column} {rec[column]!r} must be relative to the dataset folder "
+                                       "and stay inside it (as `lungxray data split` writes them)")
+            if rec["path"] in first_line:
+                raise DatasetError(f"{path}:{n}: {rec['path']} is listed twice (first on line {first_line[rec['path']]}); "
+                                   "each image once, or it would be counted twice")
+            first_line[rec["path"]] = n
             if rec["split"] not in SPLITS:
                 raise DatasetError(f"{path}:{n}: split must be one of {SPLITS}, got {rec['split']!r}")
             if classes is not None and rec["label"] not in classes:

@@ -44,7 +44,15 @@ def unet_args(**overrides) -> dict:
         args["strides"] = [2] * (len(args["channels"]) - 1)
     args["strides"] = [int(s) for s in args["strides"]]
     if len(args["channels"]) < 2 or len(args["strides"]) != len(args["channels"]) - 1:
-        raise ConfigError(f"U-Net needs >= 2 channel levels and one stride fewer: got {args['channels']}, {args['strides']}")
+        raise ConfigError(f"channels: the U-Net needs at least 2 levels (e.g. 16,32,64), and strides one fewer; got "
+                          f"channels {args['channels']}, strides {args['strides']}")
+    if any(c < 1 for c in args["channels"]) or any(s < 1 for s in args["strides"]):
+        raise ConfigError(f"channels and strides must be whole numbers >= 1, got channels {args['channels']}, "
+                          f"strides {args['strides']}")
+    if args["num_res_units"] is not None and int(args["num_res_units"]) < 0:
+        raise ConfigError(f"num_res_units must be >= 0, got {args['num_res_units']}")
+    if not 0.0 <= float(args["dropout"]) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {args['dropout']}")
     if args["norm"] not in NORMS:
         raise ConfigError(f"norm must be one of {NORMS}, got {args['norm']!r}")
     args["num_res_units"] = int(args["num_res_units"])

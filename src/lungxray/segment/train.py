@@ -87,19 +87,23 @@ class SegTrainConfig:
     def validate(self) -> "SegTrainConfig":
         unet_args(channels=self.channels, num_res_units=self.num_res_units, norm=self.norm, dropout=self.dropout)
         if self.image_size < 16 or self.image_size % (2 ** (len(self.channels) - 1)):
-            raise ConfigError(f"image_size {self.image_size} must be >= 16 and divisible by {2 ** (len(self.channels) - 1)}")
+            raise ConfigError(f"image_size={self.image_size}: must be >= 16 and divisible by {2 ** (len(self.channels) - 1)} "
+                              f"(2 to the number of channel levels minus one, {len(self.channels)} here)")
         if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError("epochs and batch_size must be >= 1 and lr a number > 0")
+            bad = next(f"{k}={v}" for k, v in (("epochs", self.epochs), ("batch_size", self.batch_size), ("lr", self.lr))
+                       if not (v >= 1 if k != "lr" else math.isfinite(v) and v > 0))
+            raise ConfigError(f"{bad}: epochs and batch_size must be >= 1 and lr a number > 0")
         if self.max_pairs is not None and self.max_pairs < 1:
-            raise ConfigError(f"max_pairs must be >= 1 (or unset for every pair), got {self.max_pairs}")
+            raise ConfigError(f"max_pairs={self.max_pairs}: must be >= 1 (or unset for every pair)")
         if self.threads < 0:
-            raise ConfigError(f"threads must be >= 1 (or 0 for torch's default), got {self.threads}")
+            raise ConfigError(f"threads={self.threads}: must be >= 1 (or 0 for torch's default)")
         if not 0.0 <= self.holdout_frac < 1.0:
-            raise ConfigError(f"holdout_frac must be in [0, 1), got {self.holdout_frac}")
+            raise ConfigError(f"holdout_frac={self.holdout_frac}: must be in [0, 1)")
         if self.exclude_split and not Path(self.exclude_split).is_file():
             raise ConfigError(f"exclude_split={self.exclude_split}: no such split manifest (make one with `lungxray data split`)")
         if self.exclude_split_data and not self.exclude_split:
-            raise ConfigError("exclude_split_data names the dataset of an exclude_split manifest: give that too")
+            raise ConfigError(f"exclude_split_data={self.exclude_split_data} names the dataset of an exclude_split= "
+                              "manifest: give that too")
         if self.exclude_split_data and not Path(self.exclude_split_data).is_dir():
             raise ConfigError(f"exclude_split_data={self.exclude_split_data}: no such folder (the dataset the split "
                               "manifest's paths are relative to)")
