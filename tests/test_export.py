@@ -197,3 +197,10 @@ def test_predict_cli_takes_the_export_given_and_refuses_another_checkpoints(tiny
     assert refused.exit_code != 0 and "was not exported from" in refused.output  # the file given is the one used
     torch_with_file = CliRunner().invoke(main, ["predict", str(FILES[0]), "--model", str(tiny_run), "--onnx", str(mine)])
     assert torch_with_file.exit_code == 2 and "--runtime onnx" in torch_with_file.output
+
+
+def test_the_shipped_model_exports_as_default(tmp_path):
+    res = CliRunner().invoke(main, ["export", "default", "--onnx", str(tmp_path / "default.onnx")])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "default.json").read_text())
+    assert meta["onnx"]["max_abs_diff_vs_torch"] <= TOLERANCE and meta["model"] == "lungenc"

@@ -472,6 +472,10 @@ def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwri
     from .export import export_all
     from .utils import read_json
 
+    if run == "default":
+        from .predict.results import DEFAULT_MODEL
+
+        run = DEFAULT_MODEL
     written = export_all(run, onnx_out, segmentation, segmentation_weights, overwrite, which)
     # Measured once, by export_onnx, which refused anything beyond ONNX_TOLERANCE.
     diff = read_json(Path(written[0]).with_suffix(".json"))["onnx"]["max_abs_diff_vs_torch"]

@@ -361,3 +361,9 @@ def test_detail_similarity_survives_contrast_shift_and_zoom_but_not_another_imag
 def test_detector_refuses_tiny_images() -> None:
     with pytest.raises(ValueError, match="at least 128 px"):
         duplicates.thumbnail(np.zeros((32, 32)))
+
+
+def test_a_manifest_must_be_a_csv_so_it_is_never_taken_for_an_image(sample_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"a manifest is a \.csv file"):
+        split_dataset(sample_dir, tmp_path / "COVID-1.png", progress=False)
+    assert not (tmp_path / "COVID-1.png").exists()

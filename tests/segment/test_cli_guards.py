@@ -198,3 +198,8 @@ def test_impossible_unet_channels_are_refused_before_the_run_folder_is_made(tmp_
         res = CliRunner().invoke(main, ["segment", "train", "--data", str(VP), "--out", str(out), "--channels", channels, *tiny])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (channels, res.output)
         assert not out.exists()  # nothing left behind that a corrected rerun would trip over
+
+
+def test_segment_predict_on_a_folder_of_folders_says_where_to_point_it(tmp_path):
+    res = CliRunner().invoke(main, ["segment", "predict", str(SAMPLE), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "holds no image files directly inside it" in res.output and "images" in res.output

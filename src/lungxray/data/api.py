@@ -177,6 +177,9 @@ def split_dataset(
     """
     if out is not None and Path(out).is_dir():
         raise DatasetError(f"out={out} is a folder; give the manifest's file name, e.g. {Path(out) / 'split.csv'}")
+    if out is not None and Path(out).suffix.lower() != ".csv":
+        raise DatasetError(f"out={out}: a manifest is a .csv file (e.g. split.csv); a name such as {Path(out).name} "
+                           "would be taken for something else (an image, when it sits among the data)")
     if out is not None and Path(out).exists() and not overwrite:
         raise DatasetError(f"{out} exists; choose another out= or pass overwrite=True")
     if seed < 0:

@@ -29,15 +29,21 @@ class PredictReport:
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
     """Files as given; folders replaced by the image files directly inside them (sorted)."""
     out: list[Path] = []
+    empty: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(c for c in p.iterdir() if is_image_file(c)))
+            found = sorted(c for c in p.iterdir() if is_image_file(c))
+            out.extend(found)
+            if not found:
+                empty.append(p)
         elif p.exists():
             out.append(p)
         else:
             raise ConfigError(f"{p}: no such file or folder")
     if not out:
-        raise ConfigError("no image files given")
+        where = (f": {empty[0]} holds no image files directly inside it (subfolders are not searched: give the folder "
+                 "of the images, e.g. DATASET/COVID/images)") if empty else ""
+        raise ConfigError(f"no image files given{where}")
     return out
 
 
