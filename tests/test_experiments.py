@@ -121,3 +121,12 @@ def test_a_folder_that_is_not_an_experiment_is_left_alone(tmp_path, sample_dir):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file; out= must be a folder"):
         run_experiments(sample_dir, tmp_path / "file", [config], progress=False)
+
+
+def test_a_users_lone_report_is_not_taken_for_an_earlier_experiment(tmp_path, sample_dir):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my report")
+    with pytest.raises(ConfigError, match="not an earlier experiment's folder"):
+        run_experiments(sample_dir, mine, [_config(tmp_path / "c.toml", "c", "cnn")], progress=False)
+    assert (mine / "report.html").read_text() == "my report"

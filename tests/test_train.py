@@ -460,3 +460,27 @@ def test_cli_resume_warns_only_about_settings_given_now_and_names_them(split_csv
     assert given.exit_code == 0, given.output
     assert "ignored now: lr = 0.5 (the run has 0.001)" in caplog.text
     assert "batch_size" not in caplog.text  # given, but the same as the run's
+
+
+def test_overwrite_replaces_a_run_with_its_export_but_not_a_users_file_in_it(split_csv, tmp_path):
+    from lungxray.export import export_onnx
+
+    run = train(_cfg(), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    export_onnx(run, run / "model.onnx")  # writes model.onnx and model.json into the run
+    (run / ".git").mkdir()  # someone's: hidden, but not a temporary file of ours
+    with pytest.raises(ConfigError, match=r"files no lungxray run writes \(\.git/\)"):
+        train(_cfg(), SAMPLE, run, split_csv, overwrite=True, progress=False)
+    assert (run / ".git").is_dir() and (run / "model.json").is_file()
+    (run / ".git").rmdir()
+    train(_cfg(), SAMPLE, run, split_csv, overwrite=True, progress=False)
+    assert not (run / "model.onnx").exists() and (run / "best.safetensors").is_file()
+
+
+def test_calibration_that_cannot_fit_the_guard_removes_an_old_guard_file(split_csv, tmp_path):
+    from lungxray.calibrate import calibrate_existing
+    from lungxray.ood import guard_path
+
+    run = train(_cfg(calibrate=False), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    guard_path(run).write_bytes(b"statistics of an earlier best checkpoint")
+    meta = calibrate_existing(run, SAMPLE, progress=False)  # the sample is far below 50 images per split
+    assert "ood" not in meta and not guard_path(run).exists()

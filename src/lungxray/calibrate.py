@@ -57,7 +57,10 @@ def calibrate_run(out: Path, split: SplitData, val_idx: np.ndarray, y_val: np.nd
         meta["ood"] = {"method": "Mahalanobis distance of penultimate features (Ledoit-Wolf)",
                        "file": "best.ood.safetensors", "threshold": guard.threshold, "quantile": 0.995}
     else:
+        from .ood import guard_path
+
         meta.pop("ood", None)
+        guard_path(out).unlink(missing_ok=True)  # the predictor loads whatever guard file it finds
         log.warning("OOD guard not fitted: it needs at least %d training and %d validation images (this split has "
                     "%d and %d); predictions from this run are not checked for inputs unlike its training X-rays",
                     MIN_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, len(train_idx), len(val_idx))

@@ -231,7 +231,9 @@ def ship_checkpoint(run: str | Path, dest_stem: str | Path, overwrite: bool = Fa
     for dst, blob in files:
         atomic_write_bytes(dst, blob)
     if stale_ood:
+        from .calibrate import MIN_CALIBRATION_IMAGES as least
+
         log.warning("%s has no OOD statistics (%s): the shipped model's were removed, not kept; the out-of-distribution "
                     "guard stays off until the run is calibrated (`lungxray calibrate RUN --data DATA`, which needs at "
-                    "least 50 training and 50 validation images) and shipped again", weights, ood.name)
+                    "least %d training and %d validation images) and shipped again", weights, ood.name, least, least)
     return [d for d, _ in files]

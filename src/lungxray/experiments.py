@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 from collections import Counter
+from fnmatch import fnmatch
 from pathlib import Path
 
 from . import runs
@@ -57,15 +58,19 @@ def _check_out(out: Path, stems: list[str]) -> None:
     a file is written (its report.html and split.csv would replace the user's)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; out= must be a folder (new, or an earlier experiment's)")
-    if not out.is_dir():
+    if not out.is_dir() or not any(out.iterdir()):
         return
-    foreign = [p.name + ("/" if p.is_dir() else "") for p in sorted(out.iterdir())
-               if not p.name.startswith(".") and not (p.is_file() and p.name in _EXPERIMENT_FILES)
+    entries = sorted(out.iterdir())
+    foreign = [p.name + ("/" if p.is_dir() else "") for p in entries
+               if not fnmatch(p.name, ".*.tmp") and not (p.is_file() and p.name in _EXPERIMENT_FILES)
                and not (p.is_dir() and (p.name in stems or runs.is_run_folder(p)))]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"{out} holds files an experiment does not write ({shown}); an experiment writes into a new "
-                          "folder or continues an earlier experiment's: choose another out=")
+    # Only an earlier experiment's own folder is continued: its comparison, or one of its runs, says it is one (a
+    # user's lone report.html or split.csv would otherwise be replaced).
+    earlier = (out / "comparison.json").is_file() or any(p.is_dir() and runs.is_run_folder(p) for p in entries)
+    if foreign or not earlier:
+        what = f" ({runs.listing(foreign)})" if foreign else ""
+        raise ConfigError(f"{out} holds files an experiment does not write{what}, or is not an earlier experiment's "
+                          "folder; an experiment writes into a new folder or continues an earlier one: choose another out=")
 
 
 def run_experiments(

@@ -49,22 +49,36 @@ RUN_MARKERS = ("config.json", STATE, "best.json", "best.safetensors", "history.c
 
 
 RUN_FILES = ("config.json", "split.csv", "history.csv", STATE, "curves.png", "layers.json", "layers.png", "seen.json",
-             "summary.json", "best.*", "last.*", "*.onnx")
-"""What a run folder may hold: what training writes, and what later commands put there (evaluate-*/audit-* folders,
-an ONNX export). `overwrite` deletes a folder only when it holds nothing else."""
+             "summary.json", "best.json", "best.safetensors", "best.ood.safetensors", "last.json", "last.safetensors",
+             "*.onnx")
+"""What a run folder may hold: what training writes, and an ONNX export put there (`lungxray export`, with its
+metadata .json beside it). With RUN_SUBFOLDERS (evaluate's eval-*, audit's audit-*), `overwrite` deletes a folder
+only when it holds nothing else."""
 RUN_SUBFOLDERS = ("eval-*", "audit-*")
 
 
 def foreign_entries(path: Path) -> list[str]:
-    """Entries of run folder `path` that no lungxray command writes there (hidden temporary files aside)."""
+    """Entries of run folder `path` that no lungxray command writes there. Only the temporary files of writes cut
+    short (`.NAME.XXXX.tmp`) are passed over; any other hidden entry (.git, .env) is someone's."""
     from fnmatch import fnmatch
 
+    names = {p.name for p in path.iterdir()}
     out = []
     for item in sorted(path.iterdir()):
-        patterns = RUN_SUBFOLDERS if item.is_dir() and not item.is_symlink() else RUN_FILES
-        if not item.name.startswith(".") and not any(fnmatch(item.name, p) for p in patterns):
+        if item.is_dir() and not item.is_symlink():
+            ours = any(fnmatch(item.name, p) for p in RUN_SUBFOLDERS)
+        else:
+            export_meta = item.suffix == ".json" and f"{item.stem}.onnx" in names
+            ours = item.name in RUN_FILES or fnmatch(item.name, "*.onnx") or export_meta \
+                or fnmatch(item.name, ".*.tmp")
+        if not ours:
             out.append(item.name + ("/" if item.is_dir() else ""))
     return out
+
+
+def listing(names: list[str], most: int = 5) -> str:
+    """`a, b, c and 4 more`: names for a message."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -78,7 +92,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
     """Create `out` for a new run, or check it holds one to resume; an existing run is replaced only with overwrite.
 
     Overwrite replaces a run folder only: a non-empty folder without any of `RUN_MARKERS` (someone's data, a project
-    folder) is refused, and so is one that holds any of `inputs` (the run's data, split or validation folders).
+    folder) is refused, and so is one that holds any of `inputs` (the run's data, split or validation folders) or
+    anything no lungxray command writes into a run (`foreign_entries`).
     With `check_only` (for a new run, before slow work), every refusal is raised but nothing is deleted or created.
     """
     if out.exists() and not out.is_dir():
@@ -105,9 +120,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, inputs: Sequence[s
                                   "another out=")
         foreign = foreign_entries(out)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise ConfigError(f"{out} holds files no lungxray run writes ({shown}): overwrite would delete them with "
-                              "the run; move them out, or choose another out=")
+            raise ConfigError(f"{out} holds files no lungxray run writes ({listing(foreign)}): overwrite would delete "
+                              "them with the run; move them out, or choose another out=")
         if check_only:
             return
         shutil.rmtree(out)

@@ -179,6 +179,12 @@ def test_two_complete_datasets_side_by_side_are_refused_naming_both(tmp_path: Pa
     assert find_dataset_root(tmp_path / "multi" / "v2-new") == tmp_path / "multi" / "v2-new"
 
 
+def test_one_dataset_reached_through_a_symlink_beside_it_is_one(tmp_path: Path, synth) -> None:
+    synth.build_dataset(tmp_path / "d" / "real", {c: 1 for c in CLASSES})
+    (tmp_path / "d" / "latest").symlink_to(tmp_path / "d" / "real", target_is_directory=True)
+    assert find_dataset_root(tmp_path / "d") in (tmp_path / "d" / "real", tmp_path / "d" / "latest")
+
+
 # -------------------------------------------------------------------------------------- Lung_Opacity
 def test_lung_opacity_ignored_by_default_and_included_on_request(tmp_path: Path, synth) -> None:
     root = synth.build_dataset(tmp_path / "ds", {"COVID": 2, "Normal": 2, "Viral Pneumonia": 2, "Lung_Opacity": 3})

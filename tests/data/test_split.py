@@ -278,6 +278,10 @@ def test_manifest_round_trip(sample_dir: Path, tmp_path: Path) -> None:
         ("path,mask_path,label,split,group\n../../elsewhere/Normal/b.png,,Normal,test,0\n", "stay inside it"),
         ("path,mask_path,label,split,group\n/abs/Normal/b.png,,Normal,test,0\n", "must be relative"),
         ("path,mask_path,label,split,group\nNormal/b.png,../m.png,Normal,test,0\n", "mask_path '../m.png'"),
+        ("path,mask_path,label,split,group\nC:\\data\\Normal\\b.png,,Normal,test,0\n", "must be relative"),
+        ("path,mask_path,label,split,group\nNormal/b.png,,Normal\n", ":2: the row has fewer fields than the header"),
+        ("path,mask_path,label,split,group\nNormal/b.png,,Normal,test,0\n./Normal/b.png,,Normal,test,0\n",
+         r":3: Normal/b.png is listed twice"),
     ],
 )
 def test_read_manifest_rejects(tmp_path: Path, content: str, message: str) -> None:
@@ -367,3 +371,11 @@ def test_a_manifest_must_be_a_csv_so_it_is_never_taken_for_an_image(sample_dir: 
     with pytest.raises(DatasetError, match=r"a manifest is a \.csv file"):
         split_dataset(sample_dir, tmp_path / "COVID-1.png", progress=False)
     assert not (tmp_path / "COVID-1.png").exists()
+
+
+def test_a_manifest_written_with_backslashes_reads_as_posix_paths(tmp_path: Path) -> None:
+    p = tmp_path / "win.csv"
+    p.write_text("path,mask_path,label,split,group\nViral Pneumonia\\images\\a.png,Viral Pneumonia\\masks\\a.png,"
+                 "Viral Pneumonia,test,0\n")
+    row = read_manifest(p, CLASSES)[0]
+    assert row.path == "Viral Pneumonia/images/a.png" and row.mask_path == "Viral Pneumonia/masks/a.png"

@@ -40,8 +40,9 @@ change to what `read_image`, `resize_image` or `to_uint8` produce must bump this
 
 
 def _decoders() -> dict[str, str]:
-    """The libraries that decode and resize what the stores hold: a store written under other versions is decoded
-    again rather than trusted (an upgrade may change a resampling filter or a DICOM default)."""
+    """The libraries that decode and resize what the stores hold. Stores are kept per set of versions (`_store_tag`):
+    after an upgrade (which may change a resampling filter or a DICOM default) images are decoded again into new
+    stores, and two environments sharing one cache folder never overwrite each other's."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"format": str(_FORMAT_VERSION)}
@@ -51,6 +52,11 @@ def _decoders() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "absent"
     return out
+
+
+def _store_tag() -> str:
+    """Short name of the decoder versions, part of every store's folder name."""
+    return hashlib.sha1(json.dumps(_decoders(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def default_cache_dir() -> Path:
@@ -79,15 +85,10 @@ class ArrayStore:
         self.data_path = self.folder / "rows.u8"
         self.index_path = self.folder / "index.json"
         self.entries: dict[str, dict] = {}
-        self.decoders = _decoders()
+        self.decoders = _decoders()  # recorded for whoever reads the index; the folder name already carries them
         if self.index_path.exists():
             doc = json.loads(self.index_path.read_text())
-            same = doc.get("version") == _FORMAT_VERSION and tuple(doc.get("shape", ())) == self.shape
-            if same and doc.get("decoders", self.decoders) != self.decoders:  # stores from before this key are kept
-                log.info("%s was written with %s; decoding its images again with %s", self.folder,
-                         doc.get("decoders"), self.decoders)
-                same = False
-            if same:
+            if doc.get("version") == _FORMAT_VERSION and tuple(doc.get("shape", ())) == self.shape:
                 self.entries = doc["entries"]
         self._row_bytes = self.shape[0] * self.shape[1]
         self._dirty = 0
@@ -211,8 +212,9 @@ def prepare(
     failures: list[tuple[str, str]] = []
     mask_failures: list[tuple[str, str]] = []
     with _locked(folder):
-        img_store = ArrayStore(folder / "images", size)
-        mask_store = ArrayStore(folder / "masks", size)
+        tag = _store_tag()
+        img_store = ArrayStore(folder / f"images-{tag}", size)
+        mask_store = ArrayStore(folder / f"masks-{tag}", size)
         bar = progress_bar(samples, desc=desc, unit="img", enabled=progress)
         for i, s in enumerate(bar):
             path = root / s.path
@@ -278,7 +280,7 @@ def predicted_masks(prep: Prepared, segmenter: "MaskPredictor", fingerprint: str
     folder = base / f"{prep.size[0]}x{prep.size[1]}"
     rows = np.full(len(prep.samples), -1, dtype=np.int64)
     with _locked(folder):
-        store = ArrayStore(folder / f"masks-predicted-{fingerprint}", prep.size)
+        store = ArrayStore(folder / f"masks-predicted-{fingerprint}-{_store_tag()}", prep.size)
         # One sample per image content still missing from the store (byte-identical files share a row).
         first: dict[str, int] = {}
         for i in np.nonzero(prep.ok)[0]:

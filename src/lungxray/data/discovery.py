@@ -129,6 +129,8 @@ def find_dataset_root(path: str | Path, classes: tuple[str, ...] = DEFAULT_CLASS
                 nxt.extend(sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
             except OSError:
                 continue
+        unique = {p.resolve(): p for p in reversed(complete)}  # one dataset reached twice (a symlink) is one
+        complete = sorted(unique.values())
         if len(complete) == 1:
             return complete[0]
         if complete:

@@ -13,7 +13,7 @@ import hashlib
 import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -130,6 +130,20 @@ def write_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+def _dataset_relative(value: str, where: str, required: bool) -> str:
+    """A manifest's path as a POSIX path relative to the dataset folder (backslashes and `./` normalised); one that
+    is absolute (also a Windows drive) or climbs out of the dataset is refused."""
+    if not value:
+        if required:
+            raise DatasetError(f"{where} is empty")
+        return value
+    rel = PurePosixPath(value.replace("\\", "/"))
+    if rel.is_absolute() or PureWindowsPath(value).drive or ".." in rel.parts:
+        raise DatasetError(f"{where} {value!r} must be relative to the dataset folder and stay inside it (as "
+                           "`lungxray data split` writes them)")
+    return rel.as_posix()
+
+
 def read_manifest(path: str | Path, classes: tuple[str, ...] | None = None) -> list[ManifestRow]:
     """Read a split manifest written by `lungxray data split`, checking columns, splits and labels."""
     path = Path(path)
@@ -143,11 +157,10 @@ def read_manifest(path: str | Path, classes: tuple[str, ...] | None = None) -> l
         rows = []
         first_line: dict[str, int] = {}
         for n, rec in enumerate(reader, start=2):
+            if any(rec.get(c) is None for c in MANIFEST_COLUMNS):
+                raise DatasetError(f"{path}:{n}: the row has fewer fields than the header ({', '.join(MANIFEST_COLUMNS)})")
             for column in ("path", "mask_path"):
-                rel = PurePosixPath(rec[column].replace("\\", "/"))
-                if rec[column] and (rel.is_absolute() or ".." in rel.parts) or (column == "path" and not rec[column]):
-                    raise DatasetError(f"{path}:{n}: {column} {rec[column]!r} must be relative to the dataset folder "
-                                       "and stay inside it (as `lungxray data split` writes them)")
+                rec[column] = _dataset_relative(rec[column], f"{path}:{n}: {column}", required=column == "path")
             if rec["path"] in first_line:
                 raise DatasetError(f"{path}:{n}: {rec['path']} is listed twice (first on line {first_line[rec['path']]}); "
                                    "each image once, or it would be counted twice")

@@ -33,6 +33,11 @@ DISPLAY_MAX_SIDE = 1024
 _MAX_SKIP_WARNINGS = 20
 
 
+def footer_label(name: str | None, version: str | None) -> str:
+    """What an overlay's footer names the model by: "lungenc 0.1.0"."""
+    return f"{name or ''} {version or ''}".strip()
+
+
 @dataclass(frozen=True)
 class InputFile:
     """One file to predict: `path` as the user gave it (joined with a folder), `rel` its path under the inputs' common folder."""
@@ -86,7 +91,7 @@ class PredictionResult:
         shown = self if cam or self.cam is None else replace(self, cam=None)
         if model_label is None:
             prov = self.provenance or {}
-            model_label = f"{prov.get('model') or ''} {prov.get('model_version') or ''}".strip()
+            model_label = footer_label(prov.get("model"), prov.get("model_version"))
         return Image.open(io.BytesIO(render_overlay(shown, list(self.probabilities), model_label)))
 
     def row(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ..errors import ConfigError, ImageReadError
 from ..utils import atomic_write_text, check_output_folder, file_identity, output_lock, read_json, write_json
 from .inputs import discover_inputs, overlay_names
 from .predictor import Predictor
+from .results import footer_label
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def _predict_to_folder(
     written: list[Path] = []
     skipped: list[tuple[str, str]] = []
     overlay_of = {str(path): rel for path, rel in names.items()}
-    label = f"{pred.model.name} {pred.meta.get('version') or ''}".strip()
+    label = footer_label(pred.model.name, pred.meta.get("version"))
 
     def save() -> None:
         # JSON first: after a crash between the two, predictions.csv (what --resume trusts) lists no row
