@@ -74,7 +74,9 @@ class PredictionResult:
     "layout_threshold"} (see lungxray.ood; distances are None where the model has no fitted guard)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (no arrays): what predictions.json holds for this image."""
+        """JSON-ready record (no arrays): what predictions.json holds for this image. Its "mask" names the mask's
+        source ("predicted", "provided" or None), as predictions.json and the REST API do; the mask itself (an
+        array) is `result.mask`."""
         return self.row()
 
     def overlay(self, cam: bool = False, model_label: str | None = None) -> "Image.Image":
