@@ -203,3 +203,16 @@ def test_impossible_unet_channels_are_refused_before_the_run_folder_is_made(tmp_
 def test_segment_predict_on_a_folder_of_folders_says_where_to_point_it(tmp_path):
     res = CliRunner().invoke(main, ["segment", "predict", str(SAMPLE), "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and "holds no image files directly inside it" in res.output and "images" in res.output
+
+
+def test_segment_predict_of_only_unreadable_files_leaves_no_empty_folder(tmp_path):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "a.png").write_text("not an image")
+    out = tmp_path / "masks"
+    res = CliRunner().invoke(main, ["segment", "predict", str(bad), "--out", str(out)])
+    assert "a.png" in res.output and not out.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()  # a folder the user made stays, even empty
+    CliRunner().invoke(main, ["segment", "predict", str(bad), "--out", str(existing)])
+    assert existing.is_dir()

@@ -89,8 +89,19 @@ def predict_files(
         clash = [t for t in targets if t.exists()]
         if clash:
             raise ConfigError(f"{clash[0]} exists ({len(clash)} output file(s) would be replaced); use overwrite=True or another out=")
+    created = not out.exists()
     check_output_folder(out)
     report = PredictReport()
+    try:
+        _segment_into(files, out, segmenter, with_overlay, size, batch_size, progress, report)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was readable (or it stopped first): no empty folder left behind
+    return report
+
+
+def _segment_into(files: list[Path], out: Path, segmenter, with_overlay: bool, size, batch_size: int, progress: bool,
+                  report: PredictReport) -> None:
     for start in progress_bar(range(0, len(files), batch_size), desc="segmenting", unit="batch", enabled=progress):
         chunk, images = [], []
         for f in files[start : start + batch_size]:
@@ -107,4 +118,3 @@ def predict_files(
                 buf = io.BytesIO()
                 Image.fromarray(overlay(img, mask), mode="RGB").save(buf, format="PNG")
                 report.overlays.append(atomic_write_bytes(out / f"{f.stem}_overlay.png", buf.getvalue()))
-    return report
