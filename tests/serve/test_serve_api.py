@@ -90,6 +90,10 @@ def test_cam_and_overlay_are_decodable_pngs(client):
     assert np.asarray(overlay).std(axis=-1).mean() == 0
     form = client.post("/v1/predict", files={"file": ("x.png", PNG.read_bytes())}, data={"cam": "true"})
     assert "cam_png" in form.json()  # options work as form fields too
+    form = client.post("/v1/predict", files={"file": ("x.png", PNG.read_bytes())}, data={"overlay": "true"})
+    assert "overlay_png" in form.json() and "cam_png" not in form.json()  # overlay too (it was query-only)
+    batch = client.post("/v1/predict/batch", files=[("files", ("x.png", PNG.read_bytes()))], data={"overlay": "true"})
+    assert "overlay_png" in batch.json()["results"][0]
 
 
 def test_batch_reports_each_file_in_order(client):

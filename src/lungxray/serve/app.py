@@ -344,11 +344,14 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
         cam_q: bool | None = Query(None, alias="cam", description="Also return cam_png: the Grad-CAM heatmap over the X-ray"),
         masks_q: Literal["auto", "none"] | None = Query(None, alias="masks",
                                                          description="auto: mask the lungs if the model was trained so; none: never"),
-        overlay: bool = Query(False, description="Also return overlay_png: the X-ray with the lung outline, if a mask was used"),
+        overlay_q: bool | None = Query(None, alias="overlay",
+                                       description="Also return overlay_png: the X-ray with the lung outline, if a mask was used"),
         cam_f: bool | None = Form(None, alias="cam", include_in_schema=False),
         masks_f: Literal["auto", "none"] | None = Form(None, alias="masks", include_in_schema=False),
+        overlay_f: bool | None = Form(None, alias="overlay", include_in_schema=False),
     ):
         cam, masks = options(cam_q, cam_f, masks_q, masks_f)
+        overlay = bool(overlay_q if overlay_q is not None else overlay_f)
         data = await read_limited(file)
         return await classify_bounded(data, file.filename or "upload", cam, masks, overlay)
 
@@ -361,13 +364,15 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
         files: list[UploadFile] = File(..., description=f"Up to {MAX_BATCH_FILES} files ({FORMATS})"),
         cam_q: bool | None = Query(None, alias="cam"),
         masks_q: Literal["auto", "none"] | None = Query(None, alias="masks"),
-        overlay: bool = Query(False),
+        overlay_q: bool | None = Query(None, alias="overlay"),
         cam_f: bool | None = Form(None, alias="cam", include_in_schema=False),
         masks_f: Literal["auto", "none"] | None = Form(None, alias="masks", include_in_schema=False),
+        overlay_f: bool | None = Form(None, alias="overlay", include_in_schema=False),
     ):
         if len(files) > MAX_BATCH_FILES:
             raise HTTPException(422, f"too many files: {len(files)} (at most {MAX_BATCH_FILES} per request)")
         cam, masks = options(cam_q, cam_f, masks_q, masks_f)
+        overlay = bool(overlay_q if overlay_q is not None else overlay_f)
         results = []
         for upload in files:
             name = upload.filename or "upload"
