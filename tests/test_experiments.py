@@ -130,3 +130,20 @@ def test_a_users_lone_report_is_not_taken_for_an_earlier_experiment(tmp_path, sa
     with pytest.raises(ConfigError, match="not an earlier experiment's folder"):
         run_experiments(sample_dir, mine, [_config(tmp_path / "c.toml", "c", "cnn")], progress=False)
     assert (mine / "report.html").read_text() == "my report"
+
+
+def test_an_experiment_stopped_before_its_first_run_is_continued(tmp_path, sample_dir, monkeypatch):
+    import lungxray.experiments as experiments
+
+    config = _config(tmp_path / "c.toml", "c", "cnn")
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiments(sample_dir, tmp_path / "exp", [config], progress=False)
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["experiment.json", "split.csv"]
+    monkeypatch.undo()
+    rows = run_experiments(sample_dir, tmp_path / "exp", [config], progress=False)  # continued, not refused
+    assert [r["name"] for r in rows] == ["c"]

@@ -50,7 +50,11 @@ def _check_reusable(run: Path, cfg, manifest: Path) -> None:
                           "give another out=, or remove that run folder to retrain it")
 
 
-_EXPERIMENT_FILES = ("split.csv", "comparison.json", "comparison.md", "comparison.csv", "comparison.png", "report.html")
+_EXPERIMENT_FILES = ("experiment.json", "split.csv", "comparison.json", "comparison.md", "comparison.csv",
+                     "comparison.png", "report.html")
+_MARKER = "experiment.json"
+"""Written first into an experiment's folder (its configs): the folder can be continued even if it stopped before
+its first run folder or comparison existed."""
 
 
 def _check_out(out: Path, stems: list[str]) -> None:
@@ -66,7 +70,8 @@ def _check_out(out: Path, stems: list[str]) -> None:
                and not (p.is_dir() and (p.name in stems or runs.is_run_folder(p)))]
     # Only an earlier experiment's own folder is continued: its comparison, or one of its runs, says it is one (a
     # user's lone report.html or split.csv would otherwise be replaced).
-    earlier = (out / "comparison.json").is_file() or any(p.is_dir() and runs.is_run_folder(p) for p in entries)
+    earlier = any((out / name).is_file() for name in (_MARKER, "comparison.json")) \
+        or any(p.is_dir() and runs.is_run_folder(p) for p in entries)
     if foreign or not earlier:
         what = f" ({runs.listing(foreign)})" if foreign else ""
         raise ConfigError(f"{out} holds files an experiment does not write{what}, or is not an earlier experiment's "
@@ -100,6 +105,8 @@ def run_experiments(
                           "(out/NAME), so one would be reported as the other; rename one")
     _check_out(out, stems)
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / _MARKER).is_file():
+        write_json(out / _MARKER, {"configs": [str(p) for p in paths], "seed": seed})
     # A cap on images per class shapes the shared split itself (every config trains and tests on the same images);
     # the configs then train on that manifest as it is.
     overrides = dict(overrides or {})
