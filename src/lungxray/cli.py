@@ -297,6 +297,28 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
+@main.command("cache")
+@click.option("--prune", is_flag=True, help="Delete the stores this installation never reads: those of other library "
+              "versions (another environment sharing the folder decodes its images again) or from older lungxray.")
+def cache_cmd(prune) -> None:
+    """Where decoded images are cached ($LUNGXRAY_CACHE), what each store holds, and which ones are stale."""
+    from .data.cache import cache_stores, default_cache_dir, prune_cache
+
+    base = default_cache_dir()
+    stores = cache_stores(base)
+    mib = lambda n: f"{n / 2**20:,.1f} MiB"  # noqa: E731
+    click.echo(f"cache: {base}")
+    for st in stores:
+        click.echo(f"  {st['path'].relative_to(base)}  {mib(st['bytes'])}  {'in use' if st['current'] else 'stale'}")
+    stale = [st for st in stores if not st["current"]]
+    if prune:
+        removed = prune_cache(base)
+        click.echo(f"deleted {len(removed)} stale store(s), {mib(sum(st['bytes'] for st in removed))}")
+    elif stale:
+        click.echo(f"{len(stale)} stale store(s), {mib(sum(st['bytes'] for st in stale))}: `lungxray cache --prune` "
+                   "deletes them")
+
+
 @main.command("models")
 def models_cmd() -> None:
     """List registered models."""

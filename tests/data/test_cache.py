@@ -280,3 +280,27 @@ def test_what_the_cache_stores_changes_only_with_its_format_version(sample_dir: 
     assert DECODED_DIGESTS.get(key) == h.hexdigest(), (
         f"what the cache stores changed: bump _FORMAT_VERSION in lungxray/data/cache.py and record {h.hexdigest()} "
         "for it in DECODED_DIGESTS")
+
+
+def test_the_cache_command_lists_stores_and_prunes_only_stale_ones(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from lungxray.cli import main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LUNGXRAY_CACHE", str(cache))
+    index = scan_dataset(dataset)
+    prepare(index.samples, index.root, SIZE, None, progress=False)  # this installation's stores
+    size_dir = cache / f"{SIZE[0]}x{SIZE[1]}"
+    for stale in ("images", "masks-predicted-abc123-0000dead"):  # an older lungxray's, another environment's
+        (size_dir / stale).mkdir()
+        (size_dir / stale / "rows.u8").write_bytes(b"\0" * 2048)
+    listed = CliRunner().invoke(main, ["cache"])
+    assert listed.exit_code == 0, listed.output
+    assert f"images-{cache_mod._store_tag()}" in listed.output and "2 stale store(s)" in listed.output
+    assert (size_dir / "images").is_dir()  # listing deletes nothing
+    pruned = CliRunner().invoke(main, ["cache", "--prune"])
+    assert pruned.exit_code == 0 and "deleted 2 stale store(s)" in pruned.output
+    assert not (size_dir / "images").exists() and not (size_dir / "masks-predicted-abc123-0000dead").exists()
+    assert (size_dir / f"images-{cache_mod._store_tag()}" / "rows.u8").is_file()
+    assert len(prepare(index.samples, index.root, SIZE, None, progress=False).samples) == len(index.samples)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +300,33 @@ def predicted_masks(prep: Prepared, segmenter: "MaskPredictor", fingerprint: str
     prep.masks = store.array()
     prep.mask_rows = rows
     return prep
+
+
+_STORE_PREFIXES = ("images", "masks")  # images-TAG, masks-TAG, masks-predicted-FINGERPRINT-TAG (and untagged, older)
+
+
+def cache_stores(cache_dir: str | Path | None = None) -> list[dict]:
+    """Every image or mask store under the cache folder: {"path", "bytes", "current"}; `current` is False for a
+    store of other decoder versions (another environment, or from before an upgrade) or from before stores carried
+    them, which this installation never reads."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    tag = _store_tag()
+    out = []
+    for size_dir in sorted(p for p in base.glob("*x*") if p.is_dir()):
+        for store in sorted(p for p in size_dir.iterdir() if p.is_dir() and p.name.startswith(_STORE_PREFIXES)):
+            size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+            out.append({"path": store, "bytes": size, "current": store.name.endswith(f"-{tag}")})
+    return out
+
+
+def prune_cache(cache_dir: str | Path | None = None) -> list[dict]:
+    """Delete the stores this installation never reads (`cache_stores`' current False); returns them. Each size
+    folder is locked meanwhile, so a process of this installation writing there is waited for."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    removed = []
+    for store in cache_stores(base):
+        if not store["current"]:
+            with _locked(store["path"].parent):
+                shutil.rmtree(store["path"], ignore_errors=True)
+            removed.append(store)
+    return removed
