@@ -87,6 +87,18 @@ def test_input_checks():
     assert any("colour" in r for r in input_checks(xray, photo))
     gray_rgb = np.stack([xray] * 3, -1)
     assert input_checks(xray, gray_rgb) == []
+    tiny = input_checks(xray[:12, :40])  # a 40x12 thumbnail: nothing of the lungs' detail is left
+    assert len(tiny) == 1 and tiny[0].startswith("tiny image (40x12 px")
+
+
+def test_a_tiny_image_is_flagged_not_given_a_confident_diagnosis(sample_dir):
+    from PIL import Image
+
+    import lungxray
+
+    small = Image.open(sample_dir / "COVID" / "images" / "COVID-10.png").resize((12, 12))
+    result = lungxray.load().predict(small)
+    assert result.ood["flagged"] and any(r.startswith("tiny image") for r in result.ood["reasons"])
 
 
 def test_penultimate_features_match_logits():

@@ -31,7 +31,19 @@ def test_seed_ladder_differs_where_the_study_did():
         ({"scheduler": "platau"}, "Did you mean 'plateau'"),
         ({"masks": "provide"}, "Did you mean 'provided'"),
         ({"epochs": 0}, "epochs must be >= 1"),
-        ({"lr": -1}, "lr must be >= 0"),
+        ({"lr": -1}, r"lr=-1.0: must be >= 0"),
+        ({"lr": float("nan")}, r"lr=nan: must be a finite number"),
+        ({"mixup": float("inf")}, r"mixup=inf: must be a finite number"),
+        ({"label_smoothing": 2}, r"label_smoothing=2.0: must be below 1"),
+        ({"optimizer": "sgd", "momentum": -1}, r"momentum=-1.0: must be >= 0"),
+        ({"scheduler": "plateau", "plateau_factor": 2}, r"plateau_factor=2.0: must be between 0 and 1"),
+        ({"threads": -1}, r"threads=-1: must be a whole number >= 0"),
+        ({"early_stopping": -2}, r"early_stopping=-2"),
+        ({"aug_intensity": -1}, r"aug_intensity=-1.0: must be >= 0"),
+        ({"model_args": "abc"}, r"model_args='abc': must be a table"),
+        ({"classes": "COVID,Normal"}, r"must be a list of at least two class names"),
+        ({"masks": "predicted", "mask_dilate": -2}, r"mask_dilate=-2: must be a whole number >= 0"),
+        ({"masks": "predicted", "lung_crop": True, "lung_margin": 0.9}, r"lung_margin must be between"),
         ({"epochs": "many"}, "cannot use"),
         ({"weight_decay": 0.05}, "not used by optimizer \"adam\""),  # Adam is the default; it would be ignored
     ],
@@ -85,3 +97,12 @@ def test_geometry_settings_without_augment_are_named():
     assert load_config(None, {"hflip": True, "aug_rotate": 5.0}).unused_augmentation() == ["hflip", "aug_rotate"]
     assert load_config(None, {"hflip": True, "augment": True}).unused_augmentation() == []
     assert load_config(None, {"weight_decay": 0.05, "optimizer": "adamw"}).weight_decay == 0.05
+
+
+def test_a_train_table_with_settings_outside_it_is_refused(tmp_path):
+    f = tmp_path / "mix.toml"
+    f.write_text('label_smoothing = 0.3\nmodel = "mlp"\n[train]\nlr = 0.005\n[eval]\nfoo = 1\n')
+    with pytest.raises(ConfigError, match=r"outside its \[train\] table would be ignored \(eval, label_smoothing, model\)"):
+        load_config(f)
+    f.write_text('description = "kept"\n[train]\nmodel = "mlp"\nlr = 0.005\n')
+    assert (load_config(f).model, load_config(f).lr) == ("mlp", 0.005)

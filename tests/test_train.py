@@ -246,7 +246,9 @@ def test_progressive_resizing_trains_small_then_full_and_validates_full(split_cs
     n = len(train_sides) // 3  # the same number of batches every epoch
     assert train_sides == [16] * (2 * n) + [32] * n
     evals = [side for training, side in seen if not training]
-    assert evals[0] == 16 and set(evals[1:]) == {32}  # one pre-flight check, then validation at full size
+    # Two pre-flight checks (before the run folder is touched, on a throwaway model, and on the model trained), then
+    # validation at full size.
+    assert evals[:2] == [16, 16] and set(evals[2:]) == {32}
     assert len(_history(run)) == 3
 
 
@@ -299,7 +301,7 @@ def test_mixup_trains_on_both_labels_of_each_blend(split_csv, tmp_path, monkeypa
 
 
 def test_negative_mixup_is_refused():
-    with pytest.raises(ConfigError, match="mixup must be >= 0"):
+    with pytest.raises(ConfigError, match="mixup=-0.2: must be >= 0"):
         _cfg(mixup=-0.2)
 
 
@@ -484,3 +486,47 @@ def test_calibration_that_cannot_fit_the_guard_removes_an_old_guard_file(split_c
     guard_path(run).write_bytes(b"statistics of an earlier best checkpoint")
     meta = calibrate_existing(run, SAMPLE, progress=False)  # the sample is far below 50 images per split
     assert "ood" not in meta and not guard_path(run).exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"model_args": {"foo": 1}}, "bad arguments for model 'cnn'"),
+    ({"model": "mlp", "low_res_size": 16, "low_res_epochs": 1, "epochs": 2}, "progressive resizing needs"),
+])
+def test_overwrite_keeps_the_old_run_when_the_model_cannot_be_built(tmp_path, split_csv, setting, message):
+    run = train(_cfg(), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    before = (run / "best.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=message):
+        train(_cfg(**setting), SAMPLE, run, split_csv, overwrite=True, progress=False)
+    assert (run / "best.safetensors").read_bytes() == before
+
+
+def test_split_seed_with_a_manifest_is_refused_and_resume_names_a_split_it_does_not_use(split_csv, tmp_path, caplog):
+    with pytest.raises(ConfigError, match="split_seed=5 draws a split made on the fly"):
+        train(_cfg(split_seed=5), SAMPLE, tmp_path / "r", split_csv, progress=False)
+    run = train(_cfg(), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    other = tmp_path / "other.csv"
+    other.write_text(split_csv.read_text())
+    with caplog.at_level("WARNING", logger="lungxray"):
+        train(_cfg(), SAMPLE, run, other, resume=True, progress=False)
+    assert "continues on the run's own split" in caplog.text and "other.csv is not used" in caplog.text
+
+
+def test_a_forced_resume_on_changed_data_adds_what_it_now_trains_on_to_the_seen_list(split_csv, tmp_path):
+    from lungxray.seen import read_seen
+
+    run = train(_cfg(epochs=2), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    first = read_seen(run / "seen.json")
+    text = (run / "split.csv").read_text()
+    (run / "split.csv").write_text(text.replace(",test,", ",train,"))  # the test images now train the model
+    with pytest.raises(ConfigError, match="changed since this run started"):
+        train(_cfg(epochs=3), SAMPLE, run, None, resume=True, progress=False)
+    train(_cfg(epochs=3), SAMPLE, run, None, resume=True, force=True, progress=False)
+    now = read_seen(run / "seen.json")
+    assert first["train"] < now["train"] and len(now["train"]) == len(first["train"]) + text.count(",test,")
+
+
+def test_early_stopping_says_so(split_csv, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="lungxray"):
+        run = train(_cfg(epochs=8, lr=0.5, early_stopping=1), SAMPLE, tmp_path / "run", split_csv, progress=False)
+    epochs_run = len(_history(run))
+    assert epochs_run < 8 and f"stopped early before epoch {epochs_run + 1} of 8" in caplog.text

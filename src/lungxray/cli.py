@@ -190,7 +190,9 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--per-class", type=int, help="Use at most this many images per class (a quick trial) [all].")
 @click.option("--scheduler", type=click.Choice(["none", "plateau", "cosine", "onecycle"]), default=None,
               help="Learning-rate schedule [none].")
-@click.option("--augment/--no-augment", default=None, help="Random affine (and intensity) augmentation [off].")
+@click.option("--augment/--no-augment", default=None,
+              help="Random affine augmentation [off]. Intensity augmentation is its own setting (--set aug_intensity=0 "
+                   "turns it off).")
 @click.option("--l2", type=float, help="L2 penalty added to the loss, as the original study named it [0].")
 @click.option("--seed", type=int, help="Weights, shuffling and augmentation seed [0].")
 @click.option("--pretrained", metavar="PATH|lung-encoder|lung-encoder-128|segmenter|imagenet",

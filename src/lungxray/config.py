@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -114,9 +115,30 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size < 16:
             raise ConfigError("image_size must be at least 16")
-        for name in ("lr", "weight_decay", "l2", "label_smoothing", "mixup"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"{name} must be >= 0")
+        for name in ("lr", "momentum", "weight_decay", "l2", "label_smoothing", "mixup", "min_lr", "plateau_factor",
+                     "lung_margin", "aug_rotate", "aug_shift", "aug_zoom", "aug_shear", "aug_intensity", "ema"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+                raise ConfigError(f"{name}={value!r}: must be a finite number")
+            if float(value) < 0:
+                raise ConfigError(f"{name}={value!r}: must be >= 0")
+        if not float(self.label_smoothing) < 1:
+            raise ConfigError(f"label_smoothing={self.label_smoothing!r}: must be below 1 (e.g. 0.05)")
+        if not float(self.momentum) < 1:
+            raise ConfigError(f"momentum={self.momentum!r}: must be below 1 (e.g. 0.9)")
+        if not 0 < float(self.plateau_factor) < 1:
+            raise ConfigError(f"plateau_factor={self.plateau_factor!r}: must be between 0 and 1 (the rate is multiplied by it)")
+        for name in ("early_stopping", "plateau_patience", "threads", "seed", "split_seed", "low_res_size", "low_res_epochs",
+                     "mask_dilate", "read_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}={value!r}: must be a whole number >= 0")
+        if not isinstance(self.model_args, dict):
+            raise ConfigError(f"model_args={self.model_args!r}: must be a table of the model's arguments, e.g. "
+                              "model_args = {{ dropout = 0.2 }}")
+        if not (isinstance(self.classes, list) and len(self.classes) >= 2 and all(isinstance(c, str) for c in self.classes)):
+            raise ConfigError(f"classes={self.classes!r}: must be a list of at least two class names, e.g. "
+                              "classes = [\"COVID\", \"Normal\"]")
         if not 0.0 <= float(self.ema) < 1.0:
             raise ConfigError(f"ema must be in [0, 1) (a decay per step, 0 = off), got {self.ema}")
         _choice("device", self.device, ("cpu", "cuda", "auto"))
@@ -142,7 +164,11 @@ class TrainConfig:
             raise ConfigError(f"read_size ({self.read_size}) is below image_size ({self.image_size}): a smaller read "
                               f"only loses detail; raise read_size to at least {self.image_size}, or set read_size = 0 "
                               "to read at image_size")
-        self.lung_view()  # validates margin, dilation and read_size
+        try:
+            self.lung_view()  # validates margin, dilation and read_size
+        except ConfigError as exc:  # named as the config names them, not as LungView does
+            raise ConfigError(str(exc).replace("lung_view.dilate", "mask_dilate").replace("lung_view.margin", "lung_margin")
+                              .replace("lung_view.read_size", "read_size")) from None
         return self
 
     def unused_augmentation(self) -> list[str]:
@@ -237,10 +263,15 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             doc = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML ({exc})") from None
-        doc = doc.get("train", doc)
         # Documentation keys: what the config reproduces and the figure its source reported.
         doc.pop("description", None)
         doc.pop("reference", None)
+        if "train" in doc:
+            outside = sorted(k for k in doc if k != "train")
+            if outside:
+                raise ConfigError(f"{p}: settings outside its [train] table would be ignored ({', '.join(outside)}): "
+                                  "put every setting in [train], or use no table at all")
+            doc = doc["train"]
         cfg = merge_config(cfg, doc)
     if overrides:
         cfg = merge_config(cfg, {k: v for k, v in overrides.items() if v is not None})

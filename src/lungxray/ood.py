@@ -32,6 +32,8 @@ from .errors import CheckpointError
 
 QUANTILE = 0.995
 LAYOUT_SIZE = 6
+MIN_SIDE = 64
+"""An image under this many pixels on its shorter side (the training films are 224 and 299 px) is flagged."""
 MIN_STD = 0.03
 MAX_COLOUR = 0.06
 
@@ -125,6 +127,9 @@ def input_checks(image: np.ndarray, rgb: np.ndarray | None = None) -> list[str]:
         rgb: optional (H, W, 3) float [0, 1] original, to catch colour photographs.
     """
     reasons = []
+    if min(image.shape[:2]) < MIN_SIDE:
+        reasons.append(f"tiny image ({image.shape[1]}x{image.shape[0]} px, under {MIN_SIDE} px on a side): too small "
+                       "to show the lungs' detail; the model's input is enlarged from it")
     if float(np.std(image)) < MIN_STD:
         reasons.append(f"nearly uniform image (intensity std {float(np.std(image)):.3f} < {MIN_STD})")
     if rgb is not None and rgb.ndim == 3 and rgb.shape[-1] >= 3:

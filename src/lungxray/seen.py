@@ -40,10 +40,15 @@ def write_seen(path: str | Path, digests: dict[str, Sequence[str | None]]) -> Pa
                              **{name: sorted({d[:DIGEST_CHARS] for d in ds if d}) for name, ds in digests.items()}})
 
 
-def write_seen_for_split(path: str | Path, split) -> Path:
-    """Write the digests of a loaded split's (`data.api.SplitData`) training and validation images."""
+def write_seen_for_split(path: str | Path, split, keep: bool = False) -> Path:
+    """Write the digests of a loaded split's (`data.api.SplitData`) training and validation images; with `keep`,
+    added to those the list already holds (a resumed run has seen both: `train --resume --force` on changed data)."""
     digests = split.prepared.digests
-    return write_seen(path, {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")})
+    now = {s: [digests[i] for i in split.indices(s)] for s in ("train", "val")}
+    before = read_seen(path) if keep else None
+    if before:
+        now = {s: [*now[s], *before.get(s, ())] for s in now}
+    return write_seen(path, now)
 
 
 def read_seen(path: str | Path) -> dict[str, set[str]] | None:

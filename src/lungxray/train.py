@@ -153,6 +153,13 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
         if unused:
             log.warning("%s set, but augment = false: no geometric augmentation runs (set augment = true to use them)",
                         ", ".join(unused))
+        if not cfg.augment and cfg.aug_intensity:
+            log.warning("augment = false, but aug_intensity = %s: intensity augmentation still runs (it is its own "
+                        "setting; set aug_intensity = 0 for none)", cfg.aug_intensity)
+        if cfg.split_seed and split_csv is not None:
+            raise ConfigError(f"split_seed={cfg.split_seed} draws a split made on the fly, but a manifest ({split_csv}) "
+                              "already fixes it: leave split_seed out, or make another split with `lungxray data split "
+                              "--seed N`")
         if cfg.per_class is not None and split_csv is not None:
             raise ConfigError(f"per_class={cfg.per_class} caps a split made on the fly, but a manifest ({split_csv}) "
                               "already fixes the images: make a capped one with `lungxray data split --per-class N`, "
@@ -184,6 +191,9 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
                         "resuming without it, as it trained", resumed["weight_decay"])
             resumed["weight_decay"] = 0.0
         cfg = TrainConfig(**resumed).validate()
+        if split_csv is not None and Path(split_csv).resolve() != (out / "split.csv").resolve():
+            log.warning("resume=True (--resume) continues on the run's own split (%s); split_csv=%s is not used",
+                        out / "split.csv", split_csv)
         split_csv = out / "split.csv"
         if cfg.masks == "predicted":  # before the split loads: another U-Net would first re-segment every image
             _check_resumed_segmenter(state, out, force)
@@ -198,11 +208,12 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
                           "or pass force=True to continue anyway")
     labels = split.labels()
     if ctx.is_main:
+        from .seen import RUN_FILE, write_seen_for_split
+
         if not resume:
             write_manifest(out / "split.csv", split.rows)
-            from .seen import RUN_FILE, write_seen_for_split
-
-            write_seen_for_split(out / RUN_FILE, split)
+        # On resume (forced past changed data, too) the list grows by whatever this run now trains or validates on.
+        write_seen_for_split(out / RUN_FILE, split, keep=resume)
         write_json(out / "config.json", cfg.to_dict())  # on resume: the settings it now runs with (epochs)
 
     device = resolve_device(cfg.device)
@@ -236,15 +247,20 @@ def _train(cfg, data, out: Path, split_csv, resume, overwrite, progress, cache_d
 
 
 def _check_early(cfg, size: tuple[int, int]) -> None:
-    """Fail on a misnamed `freeze` part or a missing `pretrained` file before the run folder is prepared and the
-    split loads (a first run at a size segments and caches every image, minutes), not after."""
+    """Build what training builds (the model with its arguments, frozen parts, optimizer, schedule, progressive
+    resizing) once, and look up a `pretrained` file, before the run folder is prepared and the split loads: with
+    overwrite a bad setting must not cost the old run, and a first run at a size caches every image (minutes)."""
     if cfg.pretrained:
         from .models.pretrained import check_source
 
         check_source(cfg.pretrained)
-    if cfg.freeze:
-        with torch.random.fork_rng(devices=[]):  # a throwaway model must not move the caller's random state
-            freeze_parts(create_model(cfg.model, input_size=size, classes=cfg.classes, **cfg.model_args), cfg.freeze)
+    with torch.random.fork_rng(devices=[]):  # a throwaway model must not move the caller's random state
+        model = create_model(cfg.model, input_size=size, classes=cfg.classes, **cfg.model_args)
+        if cfg.freeze:
+            freeze_parts(model, cfg.freeze)
+        _scheduler(cfg, _optimizer(cfg, model), steps_per_epoch=1)
+        if cfg.low_res_size:
+            _check_low_res(model, cfg, torch.device("cpu"))
 
 
 def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, out: Path, state, progress,
@@ -307,6 +323,10 @@ def _fit(cfg, model: Classifier, split: SplitData, train_idx, val_idx, labels, o
         with loop.interruptible():
             for ep in loop.epochs(start_epoch):
                 if bad_epochs and cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+                    if ctx.is_main:
+                        log.warning("stopped early before epoch %d of %d: no lower validation loss in the last %d "
+                                    "epoch(s) (early_stopping = %d); a resumed run stops here too", ep.number,
+                                    cfg.epochs, bad_epochs, cfg.early_stopping)
                     break
                 model.train()
                 if cfg.freeze_bn:

@@ -512,3 +512,14 @@ def test_ctrl_c_says_whether_this_run_saved_anything(run, tmp_path, monkeypatch)
 
     res = CliRunner().invoke(main, args)
     assert "the predictions made so far are in" in res.output and "--resume" in res.output
+
+
+def test_a_mask_folder_that_will_not_be_used_is_said_so(sample_dir, caplog):
+    masks = sample_dir / "Viral Pneumonia" / "masks"
+    with caplog.at_level("WARNING", logger="lungxray"):
+        Predictor.load(mask_dir=masks)  # the shipped model: trained on predicted masks, masks=auto
+    assert "is not used" in caplog.text and "masks=provided" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lungxray"):
+        Predictor.load(mask_dir=masks, masks="provided")
+    assert "is not used" not in caplog.text

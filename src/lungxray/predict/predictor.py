@@ -112,6 +112,13 @@ class Predictor:
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
             raise ConfigError(f"mask_dir={self.mask_dir}: no such folder")
+        if self.mask_dir is not None and (not self.masked or masks in ("none", "predicted")
+                                          or (masks == "auto" and self.trained_masks == "predicted")):
+            why = ("the model was trained on whole images" if not self.masked else
+                   f"masks={masks}" if masks != "auto" else
+                   "a model trained on predicted masks is given predicted masks under masks=auto; pass masks=provided "
+                   "to use yours")
+            log.warning("mask_dir=%s is not used: %s", self.mask_dir, why)
         if not self.masked and masks in ("provided", "predicted"):
             raise ConfigError(
                 f"masks={masks}: model {model.name!r} was trained on unmasked images, so masking its input would "
