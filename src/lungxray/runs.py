@@ -277,10 +277,11 @@ class EpochLoop:
         bad = {k: v for k, v in scores.items() if isinstance(v, float) and not math.isfinite(v)}
         if not math.isfinite(train_loss) or bad:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in {"train loss": train_loss, **scores}.items())
+            kept = (f"{self.out} keeps the last good epoch and the best checkpoint" if self.history else
+                    f"no epoch finished, so {self.out} holds no checkpoint")
             raise TrainingError(
-                f"epoch {ep.number}: the loss became non-finite ({shown}); this epoch is not saved. {self.out} keeps "
-                "the last good epoch and the best checkpoint. Lower the learning rate, or check the data for broken "
-                "images")
+                f"epoch {ep.number}: the loss became non-finite ({shown}); this epoch is not saved. {kept}. Lower the "
+                "learning rate, or check the data for broken images")
         row = {"epoch": ep.number, "train_loss": round(train_loss, 6)}
         if correct is not None:
             row["train_acc"] = round(correct / max(seen, 1), 6)
