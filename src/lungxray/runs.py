@@ -50,9 +50,9 @@ RUN_MARKERS = ("config.json", STATE, "best.json", "best.safetensors", "history.c
 
 RUN_FILES = ("config.json", "split.csv", "history.csv", STATE, "curves.png", "layers.json", "layers.png", "seen.json",
              "summary.json", "best.json", "best.safetensors", "best.ood.safetensors", "last.json", "last.safetensors",
-             "*.onnx")
-"""What a run folder may hold: what training writes, and an ONNX export put there (`lungxray export`, with its
-metadata .json beside it). With RUN_SUBFOLDERS (evaluate's eval-*, audit's audit-*), `overwrite` deletes a folder
+             "*.onnx", ".*.tmp")
+"""What a run folder may hold (names or `fnmatch` patterns): what training writes, the temporary files of writes cut
+short, and an ONNX export put there (`lungxray export`, with its metadata .json beside it). With RUN_SUBFOLDERS (evaluate's eval-*, audit's audit-*), `overwrite` deletes a folder
 only when it holds nothing else."""
 RUN_SUBFOLDERS = ("eval-*", "audit-*")
 
@@ -69,8 +69,7 @@ def foreign_entries(path: Path) -> list[str]:
             ours = any(fnmatch(item.name, p) for p in RUN_SUBFOLDERS)
         else:
             export_meta = item.suffix == ".json" and f"{item.stem}.onnx" in names
-            ours = item.name in RUN_FILES or fnmatch(item.name, "*.onnx") or export_meta \
-                or fnmatch(item.name, ".*.tmp")
+            ours = export_meta or any(fnmatch(item.name, p) for p in RUN_FILES)
         if not ours:
             out.append(item.name + ("/" if item.is_dir() else ""))
     return out
