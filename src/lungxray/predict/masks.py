@@ -29,6 +29,13 @@ def find_mask(file: InputFile | str | Path, mask_dir: Path | None = None) -> Pat
     return None
 
 
+def reads_mask_files(*, masked: bool, mode: str, trained: str) -> bool:
+    """Whether a model is given the users' mask files (else predicted masks, or none): not for a model trained on
+    whole images or with masks=none, nor under masks=predicted, nor under masks=auto for a model trained on predicted
+    masks (a model sees masks as in training)."""
+    return masked and mode not in ("none", "predicted") and not (mode == "auto" and trained == "predicted")
+
+
 def mask_plan(file: InputFile, *, masked: bool, mode: str, trained: str, mask_dir: Path | None) -> tuple[Path | None, bool]:
     """(mask file to read, whether a mask must be predicted) for one input.
 
@@ -38,7 +45,7 @@ def mask_plan(file: InputFile, *, masked: bool, mode: str, trained: str, mask_di
     """
     if not masked or mode == "none":
         return None, False
-    if mode == "predicted" or (mode == "auto" and trained == "predicted"):
+    if not reads_mask_files(masked=masked, mode=mode, trained=trained):
         # A model trained on predicted masks sees predicted masks: same conditions as in training.
         return None, True
     found = find_mask(file, mask_dir)

@@ -26,7 +26,7 @@ from ..metrics import softmax
 from ..models import Classifier
 from .explain import _FeatureTap, make_gradcam
 from .inputs import discover_inputs
-from .masks import find_mask, load_lung_segmenter, mask_plan
+from .masks import find_mask, load_lung_segmenter, mask_plan, reads_mask_files
 from .results import (DEFAULT_MODEL, DISPLAY_MAX_SIDE, INTENDED_USE, MASK_MODES, MODEL_CARD, NOTICE, RUNTIMES,
                       InputFile, PredictionResult, _MAX_SKIP_WARNINGS)
 
@@ -107,13 +107,12 @@ class Predictor:
         sized = {**meta, "image_size": list(self.size)}  # metadata built by hand may leave the size to the model
         self.lung_view = LungView.from_meta(sized)
         # Images (and masks) are read at this size; the lung view resamples them to self.size, the model's input.
-        self.read_size: tuple[int, int] = read_size(sized) if self.masked else self.size
+        self.read_size: tuple[int, int] = read_size(sized)
         self.masks = masks
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         if self.mask_dir is not None and not self.mask_dir.is_dir():
             raise ConfigError(f"mask_dir={self.mask_dir}: no such folder")
-        if self.mask_dir is not None and (not self.masked or masks in ("none", "predicted")
-                                          or (masks == "auto" and self.trained_masks == "predicted")):
+        if self.mask_dir is not None and not reads_mask_files(masked=self.masked, mode=masks, trained=self.trained_masks):
             why = ("the model was trained on whole images" if not self.masked else
                    f"masks={masks}" if masks != "auto" else
                    "a model trained on predicted masks is given predicted masks under masks=auto; pass masks=provided "
