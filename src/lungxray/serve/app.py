@@ -311,13 +311,15 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
         res = pred.predict_array(image, name=name, masks=masks, cam=cam, rgb=rgb)
         return _response(pred, res, cam, overlay)
 
-    def options(cam_q, cam_f, masks_q, masks_f) -> tuple[bool, str]:
+    def options(cam_q, cam_f, masks_q, masks_f, overlay_q, overlay_f) -> tuple[bool, str, bool]:
+        """The request's options, each from the query string or else a form field."""
         cam = bool(cam_q if cam_q is not None else cam_f)
         masks = masks_q or masks_f or "auto"
+        overlay = bool(overlay_q if overlay_q is not None else overlay_f)
         if cam and not pred.cam_enabled:
             raise HTTPException(422, f"Grad-CAM is not available for model {pred.model.name!r} on this server; "
                                      "ask again without cam=true")
-        return cam, masks
+        return cam, masks, overlay
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -350,8 +352,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
         masks_f: Literal["auto", "none"] | None = Form(None, alias="masks", include_in_schema=False),
         overlay_f: bool | None = Form(None, alias="overlay", include_in_schema=False),
     ):
-        cam, masks = options(cam_q, cam_f, masks_q, masks_f)
-        overlay = bool(overlay_q if overlay_q is not None else overlay_f)
+        cam, masks, overlay = options(cam_q, cam_f, masks_q, masks_f, overlay_q, overlay_f)
         data = await read_limited(file)
         return await classify_bounded(data, file.filename or "upload", cam, masks, overlay)
 
@@ -371,8 +372,7 @@ def create_app(predictor: Predictor, max_upload_mb: float = 20, max_concurrent: 
     ):
         if len(files) > MAX_BATCH_FILES:
             raise HTTPException(422, f"too many files: {len(files)} (at most {MAX_BATCH_FILES} per request)")
-        cam, masks = options(cam_q, cam_f, masks_q, masks_f)
-        overlay = bool(overlay_q if overlay_q is not None else overlay_f)
+        cam, masks, overlay = options(cam_q, cam_f, masks_q, masks_f, overlay_q, overlay_f)
         results = []
         for upload in files:
             name = upload.filename or "upload"
