@@ -85,7 +85,8 @@ def evaluate_run(
         from .models.pretrained import check_segmenter
 
         check_segmenter(meta.get("segmenter"), meta["model"])
-    data_split = load_split(data, manifest, meta["classes"], read_size(meta), cache_dir=cache_dir, progress=progress, masks=masks)
+    read = read_size(meta)
+    data_split = load_split(data, manifest, meta["classes"], read, cache_dir=cache_dir, progress=progress, masks=masks)
     idx = data_split.indices(split)
     if len(idx) == 0:
         raise DatasetError(f"{manifest}: no readable images in the {split!r} split")
@@ -149,8 +150,8 @@ def evaluate_run(
                     ["evaluated split", f"{split} ({len(idx)} images)"],
                     ["masks", masks],
                     ["image size", "x".join(map(str, meta["image_size"]))
-                     + ("" if read_size(meta) == tuple(meta["image_size"]) else
-                        f" (the lungs cropped from a {'x'.join(map(str, read_size(meta)))} read)")],
+                     + ("" if read == tuple(meta["image_size"]) else
+                        f" (the lungs cropped from a {'x'.join(map(str, read))} read)")],
                     ["data fingerprint", data_split.fingerprint],
                     ["temperature", temperature],
                 ],

@@ -452,7 +452,7 @@ def _set_threads(cfg: TrainConfig, ctx: DistContext) -> None:
 
 def _load_checked(cfg: TrainConfig, data, split_csv, cache_dir, progress) -> SplitData:
     """The split's images (cached), refused when it has no train or validation image or lacks the masks asked for."""
-    size = cfg.lung_view().image_size((cfg.image_size, cfg.image_size)) if cfg.masks != "none" else (cfg.image_size,) * 2
+    size = cfg.lung_view().image_size((cfg.image_size, cfg.image_size))  # read_size needs masks (TrainConfig.validate)
     split = load_split(data, split_csv, cfg.classes, size, seed=cfg.split_seed, per_class=cfg.per_class,
                        cache_dir=cache_dir, progress=progress, masks=cfg.masks)
     train_idx, val_idx = split.indices("train"), split.indices("val")

@@ -58,13 +58,12 @@ def _resume_rows(csv_path: Path, json_path: Path, classes: list[str], model: dic
         raise ConfigError(f"{csv_path} does not hold this model's predictions (expected columns {', '.join(header)}); "
                           "resume=True needs the same model: use another out=, or overwrite=True to start again")
     before = dict(old.get("model", {}))
-    if "image_size" in before:  # a model that reads at its input size lists no read_size (and older files never do)
+    if "image_size" in before:  # files from before read_size was recorded: those models read at their input size
         before.setdefault("read_size", before["image_size"])
-    now = {**model, "read_size": model.get("read_size", model.get("image_size"))}
     for key in ("name", "version", "data_fingerprint", "image_size", "read_size", "trained_masks"):
-        if key in before and before[key] != now.get(key):
+        if key in before and before[key] != model.get(key):
             raise ConfigError(f"{json_path} was made with another model ({key} {before[key]!r}, now "
-                              f"{now.get(key)!r}); resume=True needs the same model: use another out=, or overwrite=True")
+                              f"{model.get(key)!r}); resume=True needs the same model: use another out=, or overwrite=True")
     rows = []
     for path, prediction, probability, *rest in table[1:]:
         path = csv_unsafe(path)
