@@ -33,6 +33,21 @@ onnx_file_option = click.option("--onnx", "onnx_path", type=click.Path(), defaul
                                      "exported once and cached).")
 
 
+def _check_onnx_file(onnx_path, runtime: str) -> None:
+    """--onnx FILE says which export --runtime onnx runs; with the torch runtime it would be ignored."""
+    if onnx_path and runtime != "onnx":
+        raise click.UsageError("--onnx FILE is used with --runtime onnx")
+
+
+def _shipped_if_default(run):
+    """RUN as given, or the shipped classifier's weights for `default`."""
+    if run != "default":
+        return run
+    from .predict.results import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
 def overwrite_option(what: str):
     """--overwrite, with what it replaces in this command."""
     return click.option("--overwrite", is_flag=True, help=f"Replace {what}.")
@@ -279,12 +294,7 @@ def evaluate_cmd(run, data, split_name, split_csv, which, out, bootstrap, overwr
     """
     from .evaluate import evaluate_run
 
-    if run == "default":
-        from .predict.results import DEFAULT_MODEL
-
-        run = DEFAULT_MODEL
-
-    m = evaluate_run(run, data, split_name, split_csv, out, which, n_bootstrap=bootstrap, progress=True,
+    m = evaluate_run(_shipped_if_default(run), data, split_name, split_csv, out, which, n_bootstrap=bootstrap, progress=True,
                      overwrite=overwrite, masks=masks)
     ci = "[{:.4f}, {:.4f}]".format(*m["accuracy_ci"]) if m["accuracy_ci"] else "(no interval: --bootstrap 0)"
     click.echo(f"{m['model']} on {split_name} ({m['n']} images): accuracy {m['accuracy']:.4f} {ci}  "
@@ -415,8 +425,7 @@ def predict_cmd(paths, model, out, masks, mask_dir, cam, batch_size, device, ove
     from .predict import Predictor, predict_to_folder
     from .utils import next_free_folder
 
-    if onnx_path and runtime != "onnx":
-        raise click.UsageError("--onnx FILE is used with --runtime onnx")
+    _check_onnx_file(onnx_path, runtime)
     if out is None:
         if resume:
             raise click.UsageError("--resume needs the --out folder of the run to continue")
@@ -496,11 +505,7 @@ def export_cmd(run, onnx_out, segmentation, segmentation_weights, which, overwri
     from .export import export_all
     from .utils import read_json
 
-    if run == "default":
-        from .predict.results import DEFAULT_MODEL
-
-        run = DEFAULT_MODEL
-    written = export_all(run, onnx_out, segmentation, segmentation_weights, overwrite, which)
+    written = export_all(_shipped_if_default(run), onnx_out, segmentation, segmentation_weights, overwrite, which)
     # Measured once, by export_onnx, which refused anything beyond ONNX_TOLERANCE.
     diff = read_json(Path(written[0]).with_suffix(".json"))["onnx"]["max_abs_diff_vs_torch"]
     click.echo(f"wrote {written[0]} and {Path(written[0]).with_suffix('.json')} "
@@ -523,8 +528,7 @@ def serve_cmd(host, port, model, runtime, onnx_path, max_upload_mb, device) -> N
     """Serve the REST API (/v1/predict, docs at /docs) and the web page (/). Research use only."""
     from .serve import serve
 
-    if onnx_path and runtime != "onnx":
-        raise click.UsageError("--onnx FILE is used with --runtime onnx")
+    _check_onnx_file(onnx_path, runtime)
     serve(model, host, port, runtime, onnx_path, max_upload_mb, device, echo=click.echo)
 
 
